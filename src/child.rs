@@ -1,0 +1,200 @@
+//! child — the two chores around every `fork`: ending the child properly and telling the
+//! parent, in words, how it ended.
+//!
+//! A forked child is a copy of the parent, Rust runtime included. If its code returned
+//! from `main` or unwound out of a panic, it would run the parent's code after the fork
+//! and flush the parent's buffers a second time. [`run`] prevents that: the child's body
+//! always ends in `_exit(2)`, a panic becomes one line on stderr and status 101, and the
+//! child is bound to die with its parent, so an interrupted demo leaves no process
+//! behind.
+//!
+//! The `fork()` itself stays in the demos, where it is the lesson.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{self, SigHandler, SigSet, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{Pid, getppid};
+use serde::Serialize;
+
+/// Runs `body` in a freshly forked child and ends the process with `_exit`, never
+/// returning into the parent's code.
+///
+/// - `Ok(code)` exits with `code`; `Err(e)` prints one line on stderr and exits 1; a
+///   panic prints one line on stderr and exits 101, as an uncaught panic does.
+/// - Before `body` runs, the child asks for SIGKILL if `parent` dies (checked against
+///   `getppid()` right after, in case the parent is already gone), so that killing the
+///   demo never leaves its children running.
+///
+/// # References: fork(2), _exit(2), PR_SET_PDEATHSIG in prctl(2)
+pub fn run(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+    // The default hook prints several lines; a child's panic is worth exactly one.
+    panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let message = panic_message(info.payload());
+        report(&format!("panicked{}: {message}", place.unwrap_or_default()));
+    }));
+    let code = match panic::catch_unwind(AssertUnwindSafe(|| {
+        die_with_parent(parent)?;
+        body()
+    })) {
+        Ok(Ok(code)) => code,
+        Ok(Err(error)) => {
+            report(&format!("error: {error:#}"));
+            1
+        }
+        Err(_) => 101,
+    };
+    // SAFETY: _exit ends the process at once; no Rust state is used after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that forked it ends, then
+/// checks that `parent` had not already gone before the request took effect.
+///
+/// # References: prctl(2) PR_SET_PDEATHSIG, getppid(2)
+pub fn die_with_parent(parent: Pid) -> anyhow::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours.
+    let result = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if result != 0 {
+        anyhow::bail!("prctl(PR_SET_PDEATHSIG): {}", nix::errno::Errno::last());
+    }
+    if getppid() != parent {
+        // The parent died between fork and prctl: nobody is left to wait for us.
+        // SAFETY: _exit ends the process at once.
+        unsafe { libc::_exit(1) }
+    }
+    Ok(())
+}
+
+/// Gives SIGPIPE back its default action (terminate) before an exec.
+///
+/// Rust programs ignore SIGPIPE, and an ignored signal stays ignored across `execve`: a
+/// program exec'd from Rust would otherwise see EPIPE errors where it expects to be
+/// quietly killed (`yes | head -1` relies on it).
+///
+/// # References: signal(7) "Signal mask and pending signals", execve(2)
+pub fn default_sigpipe() -> nix::Result<()> {
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
+}
+
+/// Prepares this process to be killed by `signal` when it sends it to itself: the
+/// signal's action goes back to the default (Rust installs its own SIGSEGV handler), it
+/// is unblocked, and the core-file size limit drops to 0 so that a SIGSEGV or SIGABRT
+/// leaves no `core` file in your directory.
+///
+/// # References: sigaction(2), sigprocmask(2), setrlimit(2) RLIMIT_CORE, core(5)
+pub fn prepare_to_die_by(signal: Signal) -> nix::Result<()> {
+    if signal != Signal::SIGKILL && signal != Signal::SIGSTOP {
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        unsafe { signal::signal(signal, SigHandler::SigDfl) }?;
+    }
+    signal::sigprocmask(
+        signal::SigmaskHow::SIG_UNBLOCK,
+        Some(&SigSet::from(signal)),
+        None,
+    )?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
+}
+
+/// How a child ended, as plain data for the JSON timeline: `status` in words, and either
+/// `code` or `signal` (its name) with `core_dumped`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ending {
+    /// [`describe`]'s words.
+    pub status: String,
+    /// The exit status, if the child exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal's name (`SIGKILL`), if a signal killed the child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<&'static str>,
+    /// Whether the kernel wrote a core dump, if a signal killed the child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_dumped: Option<bool>,
+}
+
+/// Decodes a wait status into an [`Ending`].
+pub fn ending(status: &WaitStatus) -> Ending {
+    let (code, signal, core_dumped) = match *status {
+        WaitStatus::Exited(_, code) => (Some(code), None, None),
+        WaitStatus::Signaled(_, signal, core) => (None, Some(signal.as_str()), Some(core)),
+        _ => (None, None, None),
+    };
+    Ending {
+        status: describe(status),
+        code,
+        signal,
+        core_dumped,
+    }
+}
+
+/// Describes how a child ended, as the parent learns it from `waitpid`:
+/// "exited with status 7", "killed by signal 9 (SIGKILL)",
+/// "killed by signal 11 (SIGSEGV), core dumped".
+///
+/// # References: waitpid(2) WIFEXITED, WEXITSTATUS, WIFSIGNALED, WTERMSIG, WCOREDUMP
+pub fn describe(status: &WaitStatus) -> String {
+    match *status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, signal, core) => {
+            let core = if core { ", core dumped" } else { "" };
+            format!(
+                "killed by signal {} ({}){core}",
+                signal as i32,
+                signal.as_str()
+            )
+        }
+        WaitStatus::Stopped(_, signal) => {
+            format!("stopped by signal {} ({})", signal as i32, signal.as_str())
+        }
+        WaitStatus::Continued(_) => "continued".to_owned(),
+        WaitStatus::StillAlive => "still running".to_owned(),
+        #[allow(unreachable_patterns)]
+        _ => format!("{status:?}"),
+    }
+}
+
+/// Writes `child <pid> <what>` to stderr in one `write(2)`, so that it never interleaves
+/// with another process's line.
+fn report(what: &str) {
+    let line = format!("child {}: {what}\n", std::process::id());
+    let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(no message)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_described_in_words() {
+        let pid = Pid::from_raw(4243);
+        assert_eq!(
+            describe(&WaitStatus::Exited(pid, 7)),
+            "exited with status 7"
+        );
+        assert_eq!(
+            describe(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe(&WaitStatus::Signaled(pid, Signal::SIGSEGV, true)),
+            "killed by signal 11 (SIGSEGV), core dumped"
+        );
+    }
+}

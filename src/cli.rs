@@ -1,0 +1,86 @@
+//! cli — how every demo reads its command line and reports a failure.
+//!
+//! Two promises of the project live here so that no demo has to remember them: bad usage
+//! is one line on stderr and exit status 2 (clap's usage error, without the screenful
+//! that follows it), and a runtime error is one line — the failing call and its errno —
+//! with exit status 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+/// Parses the command line; `--help` and `--version` print and exit 0, anything else
+/// wrong prints one line and exits 2.
+pub fn parse<T: Parser>() -> T {
+    T::try_parse().unwrap_or_else(|error| {
+        if !error.use_stderr() {
+            error.exit(); // --help or --version: stdout, status 0.
+        }
+        let rendered = error.render().to_string();
+        let first = rendered.lines().next().unwrap_or("error: bad usage");
+        eprintln!("{first} (try --help)");
+        std::process::exit(2)
+    })
+}
+
+/// Turns the demo's result into its exit status: 0, or one line on stderr and 1.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let program = std::env::args().next().unwrap_or_default();
+            let name = program.rsplit('/').next().unwrap_or("proclab");
+            eprintln!("{name}: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the name of a signal whose default action kills a process — `KILL`, `SIGKILL`,
+/// `kill` or `9` — for a clap `value_parser`. Stop, continue and ignore-by-default signals
+/// (STOP, CONT, CHLD, WINCH…) are refused: the child would not die of them.
+///
+/// # References: signal(7) "Standard signals"
+pub fn fatal_signal(name: &str) -> Result<Signal, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let signal = match upper.parse::<i32>() {
+        Ok(number) => Signal::try_from(number).ok(),
+        Err(_) if upper.starts_with("SIG") => upper.parse().ok(),
+        Err(_) => format!("SIG{upper}").parse().ok(),
+    };
+    let signal = signal.ok_or_else(|| {
+        format!("no signal is called {name:?} (known: KILL, TERM, SEGV, ABRT… or a number)")
+    })?;
+    use Signal::*;
+    if matches!(
+        signal,
+        SIGCHLD | SIGCONT | SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU | SIGURG | SIGWINCH
+    ) {
+        return Err(format!(
+            "{signal} does not kill a process by default; try KILL, TERM, SEGV"
+        ));
+    }
+    Ok(signal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_are_read_with_or_without_sig_and_as_numbers() {
+        for name in ["KILL", "kill", "SIGKILL", "9"] {
+            assert_eq!(fatal_signal(name), Ok(Signal::SIGKILL), "{name}");
+        }
+        assert_eq!(fatal_signal("segv"), Ok(Signal::SIGSEGV));
+    }
+
+    #[test]
+    fn unknown_and_non_fatal_signals_are_refused() {
+        assert!(fatal_signal("NOPE").is_err());
+        assert!(fatal_signal("99").is_err());
+        assert!(fatal_signal("STOP").is_err());
+        assert!(fatal_signal("CHLD").is_err());
+    }
+}

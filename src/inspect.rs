@@ -1,0 +1,109 @@
+//! inspect — what the kernel says about a process.
+//!
+//! The demos do not ask you to trust what they print about themselves: whenever they
+//! claim something about a process (it is a zombie, its parent changed, it now runs
+//! `echo`), they read it back from `/proc/<pid>`, the kernel's own view, through the
+//! `procfs` crate. The book shows the raw files behind each field (`/proc/<pid>/stat`
+//! and `/proc/<pid>/status`) so you can read them yourself with `cat`.
+
+use anyhow::Context;
+use procfs::process::Process;
+
+/// One look at a process in `/proc`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcView {
+    /// The process id.
+    pub pid: i32,
+    /// The state letter: R, S, D, Z, T, t, X, I (see [`state_word`]).
+    pub state: char,
+    /// The parent's pid (PPid).
+    pub ppid: i32,
+    /// The command name (`comm`): the executable's file name, at most 15 bytes; it
+    /// changes at exec.
+    pub comm: String,
+    /// Number of threads.
+    pub threads: i64,
+    /// Context switches the process asked for (it blocked or yielded).
+    pub voluntary_switches: u64,
+    /// Context switches forced on it (its time slice ended, or a more urgent task woke).
+    pub involuntary_switches: u64,
+    /// CPU time spent, user + system, in seconds (10 ms resolution: USER_HZ is 100).
+    pub cpu_seconds: f64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+///
+/// Fails if the process does not exist (it was reaped, or never existed).
+///
+/// # References: proc_pid_stat(5), proc_pid_status(5)
+pub fn inspect(pid: i32) -> anyhow::Result<ProcView> {
+    let process = Process::new(pid).with_context(|| format!("open /proc/{pid}"))?;
+    let stat = process
+        .stat()
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    let status = process
+        .status()
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    let ticks = procfs::ticks_per_second() as f64;
+    Ok(ProcView {
+        pid,
+        state: stat.state,
+        ppid: stat.ppid,
+        comm: stat.comm,
+        threads: stat.num_threads,
+        voluntary_switches: status.voluntary_ctxt_switches.unwrap_or(0),
+        involuntary_switches: status.nonvoluntary_ctxt_switches.unwrap_or(0),
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+    })
+}
+
+/// True while the kernel still has an entry for `pid` — running, stopped or zombie.
+/// After the parent's wait the entry is gone.
+///
+/// # References: proc(5)
+pub fn exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The word for a state letter of `/proc/<pid>/stat`, as proc_pid_stat(5) names it.
+pub fn state_word(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "disk sleep",
+        'Z' => "zombie",
+        'T' => "stopped",
+        't' => "tracing stop",
+        'X' => "dead",
+        'I' => "idle",
+        'P' => "parked",
+        _ => "unknown",
+    }
+}
+
+impl ProcView {
+    /// "Z (zombie)".
+    pub fn state_in_words(&self) -> String {
+        format!("{} ({})", self.state, state_word(self.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_sees_this_test_process() {
+        let me = inspect(std::process::id() as i32).expect("/proc/self exists");
+        assert_eq!(me.state, 'R', "a process reading its own stat is running");
+        assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
+        assert!(me.threads >= 1);
+    }
+
+    #[test]
+    fn a_pid_that_does_not_exist_is_an_error() {
+        // pid_max is at most 2^22 on Linux.
+        assert!(inspect(1 << 23).is_err());
+        assert!(!exists(1 << 23));
+    }
+}

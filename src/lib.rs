@@ -1,0 +1,11 @@
+//! proclab — the plumbing the demos share.
+//!
+//! Nothing a reader must see to understand a demo lives here: the lesson's system calls
+//! stay in `demos/`. This library only removes noise — how a line of the timeline is
+//! written, how a forked child is made to end in `_exit`, how `/proc` is read, how a
+//! command line is parsed and an error reported.
+
+pub mod child;
+pub mod cli;
+pub mod inspect;
+pub mod narrate;

@@ -1,0 +1,154 @@
+//! narrate — the timeline every demo prints.
+//!
+//! Every demo tells what happens as one line per event:
+//!
+//! ```text
+//!   0.000s [parent 4242] fork() -> child 4243
+//!   0.001s [child  4243] exit(7)
+//! ```
+//!
+//! or, with `--json`, the same events as JSON Lines — one object per line with `t`,
+//! `pid`, `role`, `event`, `text` and the event's own fields; the last one is the
+//! `summary`.
+//!
+//! Why a module for something as simple as printing: because printing across `fork` is
+//! where classic demos go wrong.
+//! - Each line is built in memory and written with a single `write(2)` on fd 1. Nothing is
+//!   buffered in user space, so a fork never duplicates text, and lines from parent and
+//!   children never tear (a pipe keeps a write of at most `PIPE_BUF` bytes whole).
+//! - Time is measured from one monotonic instant taken by [`init`] before the first fork;
+//!   the children inherit it, so all processes share one clock.
+//! - When stdout is closed (`demo | head -1`), the first failed write turns the timeline
+//!   silent and the demo finishes its work quietly — reaping its children and removing
+//!   what it created — instead of panicking or leaving them behind.
+
+use std::fmt::Display;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+struct Timeline {
+    start: Instant,
+    json: bool,
+}
+
+static TIMELINE: OnceLock<Timeline> = OnceLock::new();
+/// The role printed in this process's lines; set again in each child after fork.
+static ROLE: Mutex<&'static str> = Mutex::new("main");
+/// Set once stdout is gone (EPIPE): every later line is dropped.
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+/// Starts the clock and chooses the format. Call once, first thing in `main`, before any
+/// fork.
+pub fn init(json: bool, role: &'static str) {
+    let _ = TIMELINE.set(Timeline {
+        start: Instant::now(),
+        json,
+    });
+    set_role(role);
+}
+
+/// Names this process in the timeline (`parent`, `child`, `worker`…). A child calls it
+/// right after fork; the pid is read fresh for every line.
+pub fn set_role(role: &'static str) {
+    *ROLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = role;
+}
+
+/// True when the demo was asked for JSON Lines.
+pub fn json() -> bool {
+    timeline().json
+}
+
+/// Seconds since [`init`], on the clock all the demo's processes share.
+pub fn elapsed() -> f64 {
+    timeline().start.elapsed().as_secs_f64()
+}
+
+fn timeline() -> &'static Timeline {
+    TIMELINE.get_or_init(|| Timeline {
+        start: Instant::now(),
+        json: false,
+    })
+}
+
+/// Starts an event named `name` (`fork`, `wait`, `summary`…): add its fields, then
+/// [`Event::say`] it.
+pub fn event(name: &'static str) -> Event {
+    Event {
+        name,
+        fields: Map::new(),
+    }
+}
+
+/// One event of the timeline, built up before it is written.
+#[must_use = "an event is written only by .say()"]
+pub struct Event {
+    name: &'static str,
+    fields: Map<String, Value>,
+}
+
+impl Event {
+    /// Adds a field to the JSON object (text mode shows only the sentence).
+    pub fn field(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).expect("timeline fields are plain data");
+        self.fields.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Adds every field of `fields`, which must serialize to an object (a struct).
+    pub fn fields(mut self, fields: impl Serialize) -> Self {
+        match serde_json::to_value(fields) {
+            Ok(Value::Object(object)) => self.fields.extend(object),
+            _ => panic!("Event::fields takes a struct or map"),
+        }
+        self
+    }
+
+    /// Writes the event: in text mode the sentence `text` after the time and the process;
+    /// in JSON mode an object with `t`, `pid`, `role`, `event`, `text` and the fields.
+    pub fn say(self, text: impl Display) {
+        let t = elapsed();
+        let pid = std::process::id();
+        let role = *ROLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let line = if json() {
+            let mut object = Map::new();
+            object.insert("t".into(), Value::from((t * 1e6).round() / 1e6));
+            object.insert("pid".into(), pid.into());
+            object.insert("role".into(), role.into());
+            object.insert("event".into(), self.name.into());
+            object.insert("text".into(), text.to_string().into());
+            object.extend(self.fields);
+            let mut line = Value::Object(object).to_string();
+            line.push('\n');
+            line
+        } else {
+            format!("{t:7.3}s [{role:<6} {pid}] {text}\n")
+        };
+        write_line(line.as_bytes());
+    }
+}
+
+/// Writes one whole line to fd 1 with `write(2)`, retrying only what a signal or a full
+/// pipe left unwritten. On EPIPE or any other error the timeline goes silent.
+///
+/// # References: write(2), pipe(7) (PIPE_BUF atomicity)
+fn write_line(mut bytes: &[u8]) {
+    if SILENT.load(Ordering::Relaxed) {
+        return;
+    }
+    let stdout = std::io::stdout();
+    while !bytes.is_empty() {
+        match nix::unistd::write(&stdout, bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                SILENT.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
