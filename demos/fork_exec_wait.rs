@@ -9,6 +9,7 @@
 //! Observe: /proc shows the child's command name change at exec while its pid stays.
 //! Book:    book/src/lifecycle/fork_exec_wait.md
 
+use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
@@ -177,16 +178,15 @@ fn exec(argv: &[String]) -> anyhow::Result<i32> {
     event("exec")
         .field("argv", argv)
         .say(format!("execvp({:?}, {argv:?})", argv[0]));
-    if narrate::json() {
-        dup2_stdout(std::io::stderr())?; // the program's own output must not break the JSON
-    }
     child::default_sigpipe()?;
-    let args = argv
+    let args: Vec<CString> = argv
         .iter()
-        .map(|arg| std::ffi::CString::new(arg.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|arg| CString::new(arg.as_str()))
+        .collect::<Result<_, _>>()?;
+    let json_safe = narrate::program_output_to_stderr()?; // --json: stdout stays JSON
     // execvp returns only if it failed: on success this process now runs the new program.
     let error = execvp(&args[0], &args).unwrap_err();
+    drop(json_safe);
     event("exec_failed")
         .field("errno", format!("{error:?}"))
         .say(format!(

@@ -95,7 +95,8 @@ mod tests {
     #[test]
     fn the_kernel_sees_this_test_process() {
         let me = inspect(std::process::id() as i32).expect("/proc/self exists");
-        assert_eq!(me.state, 'R', "a process reading its own stat is running");
+        // The main thread waits for the test threads: sleeping, or running.
+        assert!(matches!(me.state, 'R' | 'S'), "{}", me.state_in_words());
         assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
         assert!(me.threads >= 1);
     }

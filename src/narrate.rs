@@ -23,11 +23,14 @@
 //!   what it created — instead of panicking or leaving them behind.
 
 use std::fmt::Display;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::unistd::dup2_stdout;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -149,6 +152,39 @@ fn write_line(mut bytes: &[u8]) {
                 SILENT.store(true, Ordering::Relaxed);
                 return;
             }
+        }
+    }
+}
+
+/// While it lives, in `--json` mode only, fd 1 points at stderr; dropping it points fd 1
+/// back at the timeline. See [`program_output_to_stderr`].
+#[must_use = "fd 1 is restored when this is dropped"]
+pub struct StdoutDiverted {
+    saved: Option<OwnedFd>,
+}
+
+/// In `--json` mode, sends what a program exec'd next writes to its stdout to stderr, so
+/// that the demo's stdout stays pure JSON Lines; in text mode it changes nothing. If the
+/// exec fails, drop the guard before narrating the failure. The saved descriptor is
+/// close-on-exec, so the new program does not inherit it.
+///
+/// # References: dup2(2), fcntl(2) F_DUPFD_CLOEXEC
+pub fn program_output_to_stderr() -> nix::Result<StdoutDiverted> {
+    if !json() {
+        return Ok(StdoutDiverted { saved: None });
+    }
+    let stdout = std::io::stdout();
+    let saved = fcntl(&stdout, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+    dup2_stdout(std::io::stderr())?;
+    Ok(StdoutDiverted { saved: Some(saved) })
+}
+
+impl Drop for StdoutDiverted {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = dup2_stdout(saved);
         }
     }
 }

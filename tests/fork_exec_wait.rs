@@ -1,0 +1,198 @@
+//! fork_exec_wait: the child is a new process of the demo's, exec changes its program but
+//! not its pid, and the parent decodes every way the child can end — checked against
+//! /proc, not only against what the demo prints.
+
+mod util;
+
+use std::time::Duration;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("fork_exec_wait")
+}
+
+#[test]
+fn child_is_a_new_process_whose_parent_is_the_demo() {
+    let events = run_json(demo(), &["--exit-code", "0"]);
+    let fork = find(&events, "fork");
+    let started = find(&events, "started");
+    assert_eq!(fork["role"], "parent");
+    assert_eq!(started["role"], "child");
+    assert_ne!(started["pid"], fork["pid"], "fork made a new pid");
+    assert_eq!(
+        started["pid"], fork["child"],
+        "fork() returned the child's pid"
+    );
+    assert_eq!(
+        started["ppid"], fork["pid"],
+        "the child's parent is the demo"
+    );
+}
+
+#[test]
+fn exit_codes_are_decoded() {
+    for code in [0, 1, 7, 255] {
+        let events = run_json(demo(), &["--exit-code", &code.to_string()]);
+        let summary = summary(&events);
+        assert_eq!(summary["mode"], "exit-code");
+        assert_eq!(summary["code"], code, "{summary}");
+        assert_eq!(summary["status"], format!("exited with status {code}"));
+        assert!(summary.get("signal").is_none());
+    }
+}
+
+#[test]
+fn deaths_by_signal_are_decoded() {
+    for (name, number, full) in [
+        ("KILL", 9, "SIGKILL"),
+        ("TERM", 15, "SIGTERM"),
+        ("segv", 11, "SIGSEGV"),
+    ] {
+        let events = run_json(demo(), &["--signal", name]);
+        let summary = summary(&events);
+        assert_eq!(summary["signal"], full, "{summary}");
+        assert_eq!(
+            summary["status"],
+            format!("killed by signal {number} ({full})")
+        );
+        assert_eq!(
+            summary["core_dumped"], false,
+            "the child disables core files"
+        );
+        assert!(summary.get("code").is_none());
+    }
+}
+
+#[test]
+fn missing_program_exits_127_and_names_the_error() {
+    let events = run_json(demo(), &["--exec", "/nonexistent/proclab-nope"]);
+    assert_eq!(find(&events, "exec_failed")["errno"], "ENOENT");
+    let summary = summary(&events);
+    assert_eq!(summary["code"], 127);
+    assert_eq!(summary["comm_after"], "fork_exec_wait", "no exec happened");
+
+    run(demo(), &["--exec", "/nonexistent/proclab-nope"])
+        .success()
+        .stdout(contains("ENOENT (No such file or directory)"))
+        .stdout(contains("exited with status 127"));
+}
+
+#[test]
+fn command_name_changes_at_exec_while_pid_stays() {
+    let mut demo = Running::start(cargo_bin!("fork_exec_wait"), &["--exec", "sleep", "1"]);
+    let child = pid_of(&demo.wait_for("fork")["child"]);
+    // The test's own look at the kernel, while the child runs.
+    assert!(
+        eventually(Duration::from_secs(5), || proc_comm(child).as_deref()
+            == Some("sleep")),
+        "/proc/{child}/comm never became sleep"
+    );
+    assert_eq!(proc_status(child, "PPid"), Some(demo.pid().to_string()));
+    let (status, events) = demo.finish();
+    assert!(status.success());
+
+    let started = find(&events, "started");
+    assert_eq!(pid_of(&started["pid"]), child);
+    assert_eq!(
+        started["comm"], "fork_exec_wait",
+        "before exec the child has the demo's name"
+    );
+    assert_eq!(find(&events, "exec_seen")["comm"], "sleep");
+    let summary = summary(&events);
+    assert_eq!(summary["comm_before"], "fork_exec_wait");
+    assert_eq!(summary["comm_after"], "sleep");
+    assert_eq!(summary["status"], "exited with status 0");
+}
+
+#[test]
+fn json_output_is_json_lines_ending_in_a_summary() {
+    // run_json checks each line and the summary at the end.
+    let events = run_json(demo(), &[]);
+    let summary = summary(&events);
+    assert_eq!(summary["mode"], "exec");
+    assert_eq!(summary["child"], find(&events, "fork")["child"]);
+    assert_eq!(summary["code"], 0);
+    for pid in [summary["pid"].clone(), summary["child"].clone()] {
+        let times: Vec<f64> = events
+            .iter()
+            .filter(|event| event["pid"] == pid)
+            .map(|event| event["t"].as_f64().expect("t is a number"))
+            .collect();
+        assert!(
+            times.windows(2).all(|pair| pair[0] <= pair[1]),
+            "time runs forward: {times:?}"
+        );
+    }
+}
+
+#[test]
+fn the_wait_frees_the_pid() {
+    let events = run_json(demo(), &["--exit-code", "3"]);
+    let child = pid_of(&find(&events, "fork")["child"]);
+    assert_eq!(find(&events, "gone")["child"], child);
+    assert_eq!(
+        proc_state(child),
+        None,
+        "/proc/{child} is gone after the demo"
+    );
+}
+
+#[test]
+fn buffered_text_is_duplicated_only_when_the_child_flushes_it() {
+    let events = run_json(demo(), &["--buffer-pitfall"]);
+    let copies = &summary(&events)["copies"];
+    assert_eq!(copies["std::process::exit(0)"], 2, "{copies}");
+    assert_eq!(copies["_exit(0)"], 1, "{copies}");
+}
+
+#[test]
+fn no_process_is_left_running_after_the_demo_is_killed() {
+    let mut demo = Running::start(cargo_bin!("fork_exec_wait"), &["--exec", "sleep", "30"]);
+    let child = pid_of(&demo.wait_for("exec_seen")["child"]);
+    assert!(running(child), "the child runs sleep");
+    demo.kill(); // SIGKILL to the demo alone: its child must die with it
+    assert!(
+        eventually(Duration::from_secs(5), || !running(child)),
+        "child {child} outlived the demo: {:?}",
+        proc_state(child)
+    );
+}
+
+#[test]
+fn help_explains_and_exits_0() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("Usage"))
+        .stdout(contains("Examples"));
+}
+
+#[test]
+fn bad_values_exit_2_with_one_line() {
+    for args in [
+        &["--exit-code", "256"][..],
+        &["--exit-code", "-1"],
+        &["--signal", "NOPE"],
+        &["--signal", "STOP"],
+        &["--frobnicate"],
+        &["--exit-code", "1", "--signal", "KILL"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    for args in [
+        &[][..],
+        &["--json"],
+        &["--buffer-pitfall"],
+        &["--exec", "yes"],
+    ] {
+        let (status, stderr) = run_into_closed_pipe(cargo_bin!("fork_exec_wait"), args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
+    }
+}

@@ -1,0 +1,255 @@
+//! Helpers shared by the integration tests: run a demo with a time limit, read its JSON
+//! timeline, and look at `/proc` for a pid — parsed here from the raw files, so that the
+//! tests do not trust the library the demos use to read them.
+//!
+//! Tests never fork: the test harness is multithreaded. They run the demo binaries.
+
+#![allow(dead_code)] // each test file uses its own part of these helpers
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// No demo run in a test may take longer than this.
+pub const TIME_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs a demo to completion (killed after [`TIME_LIMIT`]) and returns its assert handle.
+pub fn run(mut demo: assert_cmd::Command, args: &[&str]) -> assert_cmd::assert::Assert {
+    demo.args(args).timeout(TIME_LIMIT).assert()
+}
+
+/// Runs a demo with `--json` and returns its events, checked to be JSON Lines in the
+/// project's format and to end with a summary.
+pub fn run_json(demo: assert_cmd::Command, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = run(demo, &all).success().get_output().clone();
+    events(&output.stdout)
+}
+
+/// Parses a `--json` timeline: every line an object with `t`, `pid`, `role`, `event`, and
+/// the last one the summary.
+pub fn events(stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).expect("the timeline is UTF-8");
+    let events: Vec<Value> = text.lines().map(parse_event).collect();
+    let last = events.last().expect("the timeline has at least one event");
+    assert_eq!(
+        last["event"], "summary",
+        "the last event is the summary: {text}"
+    );
+    events
+}
+
+fn parse_event(line: &str) -> Value {
+    let event: Value = serde_json::from_str(line)
+        .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
+    assert!(
+        event["t"].is_f64() || event["t"].is_u64(),
+        "t is a number: {line}"
+    );
+    assert!(event["pid"].is_u64(), "pid is a number: {line}");
+    assert!(event["role"].is_string(), "role is a string: {line}");
+    assert!(event["event"].is_string(), "event is a string: {line}");
+    event
+}
+
+/// The first event called `name`.
+pub fn find<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|event| event["event"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} event in {events:#?}"))
+}
+
+/// The summary (the last event).
+pub fn summary(events: &[Value]) -> &Value {
+    events.last().expect("events end with a summary")
+}
+
+/// A JSON number as a pid.
+pub fn pid_of(value: &Value) -> i32 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("{value} is not a pid")) as i32
+}
+
+/// The state letter in `/proc/<pid>/stat` (R, S, Z…), or None if there is no such
+/// process. The command name in parentheses may hold spaces, so read after the last `)`.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// A field of `/proc/<pid>/status` (`PPid`, `Name`, `SigBlk`…), or None.
+pub fn proc_status(pid: i32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == field).then(|| value.trim().to_owned())
+    })
+}
+
+/// `/proc/<pid>/comm`, the command name, or None.
+pub fn proc_comm(pid: i32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
+/// True if `pid` exists and is not a zombie: it could still run.
+pub fn running(pid: i32) -> bool {
+    matches!(proc_state(pid), Some(state) if state != 'Z' && state != 'X')
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A demo running in the background with `--json`, read event by event as it prints.
+/// Dropping it kills the demo if it is still running.
+pub struct Running {
+    process: Child,
+    lines: Receiver<String>,
+    seen: Vec<Value>,
+}
+
+impl Running {
+    /// Starts the binary at `path` (from `assert_cmd::cargo::cargo_bin!`) with `--json`.
+    pub fn start(path: &Path, args: &[&str]) -> Running {
+        let mut process = Command::new(path)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the demo starts");
+        let stdout = process.stdout.take().expect("stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            process,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The demo's own pid.
+    pub fn pid(&self) -> i32 {
+        self.process.id() as i32
+    }
+
+    /// Waits for the first event called `name` (it may have come already).
+    pub fn wait_for(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + TIME_LIMIT;
+        loop {
+            if let Some(event) = self.seen.iter().find(|event| event["event"] == name) {
+                return event.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(parse_event(&line)),
+                Err(_) => panic!("no {name:?} event within {TIME_LIMIT:?}: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the demo to exit; returns its status and all its events.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        let deadline = Instant::now() + TIME_LIMIT;
+        let status = loop {
+            if let Some(status) = self.process.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not end within {TIME_LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Read to EOF: it comes once no process of the demo holds its stdout any more.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(parse_event(&line)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout still open after exit"),
+            }
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Sends SIGKILL to the demo's own process (not to its children) and reaps it.
+    pub fn kill(mut self) -> ExitStatus {
+        self.process.kill().expect("kill the demo");
+        self.process.wait().expect("reap the demo")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Runs the binary at `path` with its stdout closed after the first line (like
+/// `demo | head -1`); returns its exit status and stderr.
+pub fn run_into_closed_pipe(path: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let mut process = Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let mut stdout = BufReader::new(process.stdout.take().expect("stdout is piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read the first line");
+    drop(stdout); // the reader goes away, as `head -1` does
+    let stderr = process.stderr.take().expect("stderr is piped");
+    let output = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + TIME_LIMIT;
+    let status = loop {
+        if let Some(status) = process.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = process.kill();
+            panic!("the demo did not end within {TIME_LIMIT:?} after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, output.join().expect("stderr reader"))
+}
+
+/// Checks the usage-error contract: exit status 2, exactly one line on stderr, no panic.
+pub fn assert_usage_error(demo: assert_cmd::Command, args: &[&str]) {
+    let output = run(demo, args).code(2).get_output().clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line on stderr for {args:?}: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
