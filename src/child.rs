@@ -11,6 +11,7 @@
 //! The `fork()` itself stays in the demos, where it is the lesson.
 
 use std::any::Any;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use nix::sys::resource::{Resource, setrlimit};
@@ -19,6 +20,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getppid};
 use serde::Serialize;
 
+use crate::signals;
+
 /// Runs `body` in a freshly forked child and ends the process with `_exit`, never
 /// returning into the parent's code.
 ///
@@ -26,22 +29,32 @@ use serde::Serialize;
 ///   panic prints one line on stderr and exits 101, as an uncaught panic does.
 /// - Before `body` runs, the child asks for SIGKILL if `parent` dies (checked against
 ///   `getppid()` right after, in case the parent is already gone), so that killing the
-///   demo never leaves its children running.
+///   demo never leaves its children running, and the signals the demo catches get their
+///   default actions back.
 ///
 /// # References: fork(2), _exit(2), PR_SET_PDEATHSIG in prctl(2)
 pub fn run(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+    exit_after(|| {
+        die_with_parent(parent)?;
+        body()
+    })
+}
+
+/// Like [`run`], but the child is not bound to die with its parent: for a child that is
+/// meant to outlive it (an orphan). It must see to its own end.
+pub fn run_unbound(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+    exit_after(body)
+}
+
+fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+    signals::reset_after_fork();
     // The default hook prints several lines; a child's panic is worth exactly one.
     panic::set_hook(Box::new(|info| {
-        let place = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
         let message = panic_message(info.payload());
         report(&format!("panicked{}: {message}", place.unwrap_or_default()));
     }));
-    let code = match panic::catch_unwind(AssertUnwindSafe(|| {
-        die_with_parent(parent)?;
-        body()
-    })) {
+    let code = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&format!("error: {error:#}"));
@@ -81,6 +94,20 @@ pub fn die_with_parent(parent: Pid) -> anyhow::Result<()> {
 pub fn default_sigpipe() -> nix::Result<()> {
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
+}
+
+/// Opens a pidfd for `pid`: a file descriptor that refers to that process (not to
+/// whatever process gets its number later) and becomes readable when it ends.
+///
+/// # References: pidfd_open(2)
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Prepares this process to be killed by `signal` when it sends it to itself: the

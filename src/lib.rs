@@ -9,3 +9,4 @@ pub mod child;
 pub mod cli;
 pub mod inspect;
 pub mod narrate;
+pub mod signals;

@@ -1,0 +1,163 @@
+//! signals — catching a signal without doing anything in the handler.
+//!
+//! A signal handler interrupts the program anywhere, even inside `malloc` or while a lock
+//! is held, so it may only do what is async-signal-safe (signal-safety(7)). proclab's one
+//! handler does two such things and nothing else: it counts the signal in an atomic, and
+//! it writes one byte into a *self-pipe*, so that a program waiting in `poll` wakes up.
+//! All the work — reaping children, cleaning up, printing — happens in ordinary code.
+//!
+//! The same mechanism serves the demos' clean exit: [`catch_stop_signals`] catches Ctrl-C
+//! (SIGINT), SIGTERM and SIGHUP; the demo notices [`stop_requested`], cleans up, and
+//! [`exit_if_stopped`] dies by the same signal with its default action, so the shell sees
+//! the program was interrupted (`$?` = 130 after Ctrl-C). Handlers are installed without
+//! `SA_RESTART`: a blocking call returns EINTR when a signal arrives, instead of going on
+//! waiting.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::pipe2;
+
+/// The signals a person or a supervisor uses to stop a program.
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// How many times the handler ran, per signal number.
+static COUNTS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+/// The self-pipe's write end, for the handler (-1 until it exists).
+static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// The self-pipe's read end, for `poll`.
+static WAKE_READ: OnceLock<OwnedFd> = OnceLock::new();
+
+// ANCHOR: handler
+/// The handler: count the signal, wake the main loop. Both are async-signal-safe; errno is
+/// saved and restored because `write` may change it under the interrupted code's feet.
+extern "C" fn record(signo: libc::c_int) {
+    let saved_errno = Errno::last_raw();
+    if let Some(count) = COUNTS.get(signo as usize) {
+        count.fetch_add(1, Ordering::SeqCst);
+    }
+    let fd = WAKE_WRITE.load(Ordering::SeqCst);
+    // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe
+    // (the loop is already awake) drops the byte instead of blocking the handler.
+    let _ = unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
+    Errno::set_raw(saved_errno);
+}
+// ANCHOR_END: handler
+
+fn self_pipe() -> nix::Result<BorrowedFd<'static>> {
+    if let Some(read_end) = WAKE_READ.get() {
+        return Ok(read_end.as_fd());
+    }
+    let (read_end, write_end) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    WAKE_WRITE.store(std::os::fd::IntoRawFd::into_raw_fd(write_end), Ordering::SeqCst);
+    Ok(WAKE_READ.get_or_init(|| read_end).as_fd())
+}
+
+/// Installs the counting handler for `signal` (with SA_NOCLDSTOP for SIGCHLD: only
+/// children that end count). Returns the self-pipe's read end, readable after any caught
+/// signal.
+///
+/// # References: sigaction(2), signal-safety(7), pipe(7)
+pub fn catch(signal: Signal) -> nix::Result<BorrowedFd<'static>> {
+    let wake = self_pipe()?;
+    let flags = if signal == Signal::SIGCHLD { SaFlags::SA_NOCLDSTOP } else { SaFlags::empty() };
+    let action = SigAction::new(SigHandler::Handler(record), flags, SigSet::empty());
+    // SAFETY: `record` only does async-signal-safe things (an atomic add, a write).
+    unsafe { signal::sigaction(signal, &action) }?;
+    Ok(wake)
+}
+
+/// How many times `signal` has been caught since the program started.
+pub fn count(signal: Signal) -> u64 {
+    COUNTS[signal as usize].load(Ordering::SeqCst)
+}
+
+/// Empties the self-pipe after a wake-up, so that the next `poll` waits for a new signal.
+pub fn drain_wakeups() {
+    if let Some(read_end) = WAKE_READ.get() {
+        let mut buffer = [0u8; 256];
+        while matches!(nix::unistd::read(read_end, &mut buffer), Ok(n) if n > 0) {}
+    }
+}
+
+/// Gives `signal` its default action again.
+///
+/// # References: sigaction(2)
+pub fn restore_default(signal: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    let _ = unsafe { signal::sigaction(signal, &default) };
+}
+
+/// Blocks (`block = true`) or unblocks `signal` for this process: a blocked signal stays
+/// pending — once, however many times it is sent — until it is unblocked.
+///
+/// # References: sigprocmask(2), signal(7) "Signal mask and pending signals"
+pub fn set_blocked(signal: Signal, block: bool) -> nix::Result<()> {
+    let how = if block { SigmaskHow::SIG_BLOCK } else { SigmaskHow::SIG_UNBLOCK };
+    signal::sigprocmask(how, Some(&SigSet::from(signal)), None)
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP so that the demo can clean up before it dies.
+pub fn catch_stop_signals() -> nix::Result<()> {
+    for stop in STOP_SIGNALS {
+        catch(stop)?;
+    }
+    Ok(())
+}
+
+/// The stop signal that has arrived, if any.
+pub fn stop_requested() -> Option<Signal> {
+    STOP_SIGNALS.into_iter().find(|&stop| count(stop) > 0)
+}
+
+/// If a stop signal has arrived, dies by it now, with its default action; otherwise
+/// returns. Call it once everything the demo made has been cleaned up.
+///
+/// # References: raise(3), signal(7)
+pub fn exit_if_stopped() {
+    let Some(stop) = stop_requested() else { return };
+    restore_default(stop);
+    let _ = set_blocked(stop, false);
+    let _ = signal::raise(stop);
+    std::process::exit(128 + stop as i32); // only if the signal could not kill us
+}
+
+/// Sleeps for `duration`, or less if a stop signal arrives; returns true if it slept the
+/// whole time. It waits in `poll` on the self-pipe, so a signal cannot slip in unseen
+/// between a check and the sleep.
+///
+/// # References: poll(2)
+pub fn sleep(duration: Duration) -> bool {
+    let deadline = Instant::now() + duration;
+    let Ok(wake) = self_pipe() else {
+        std::thread::sleep(duration);
+        return true;
+    };
+    while stop_requested().is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let _ = poll(&mut [PollFd::new(wake, PollFlags::POLLIN)], PollTimeout::from(millis));
+        drain_wakeups();
+    }
+    false
+}
+
+/// In a freshly forked child: gives SIGINT, SIGTERM, SIGHUP and SIGCHLD back their
+/// default actions and forgets the parent's counts, so that Ctrl-C ends the child as it
+/// ends any program and the child never wakes the parent's self-pipe.
+pub fn reset_after_fork() {
+    for caught in STOP_SIGNALS.into_iter().chain([Signal::SIGCHLD]) {
+        restore_default(caught);
+        COUNTS[caught as usize].store(0, Ordering::SeqCst);
+    }
+}
