@@ -50,7 +50,9 @@ fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     signals::reset_after_fork();
     // The default hook prints several lines; a child's panic is worth exactly one.
     panic::set_hook(Box::new(|info| {
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()));
         let message = panic_message(info.payload());
         report(&format!("panicked{}: {message}", place.unwrap_or_default()));
     }));
@@ -94,6 +96,16 @@ pub fn die_with_parent(parent: Pid) -> anyhow::Result<()> {
 pub fn default_sigpipe() -> nix::Result<()> {
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
+}
+
+/// Marks this process a *child subreaper*: orphans among its descendants are given to it
+/// instead of to PID 1, and it must reap them.
+///
+/// # References: prctl(2) PR_SET_CHILD_SUBREAPER
+pub fn become_subreaper() -> nix::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes a flag and touches no memory of ours.
+    let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    nix::errno::Errno::result(result).map(drop)
 }
 
 /// Opens a pidfd for `pid`: a file descriptor that refers to that process (not to

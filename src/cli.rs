@@ -7,6 +7,8 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
 use nix::sys::signal::Signal;
 
@@ -77,10 +79,33 @@ mod tests {
     }
 
     #[test]
+    fn seconds_take_fractions_within_an_hour() {
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("30"), Ok(Duration::from_secs(30)));
+        assert!(seconds("-1").is_err());
+        assert!(seconds("3601").is_err());
+        assert!(seconds("soon").is_err());
+        assert!(seconds("NaN").is_err());
+    }
+
+    #[test]
     fn unknown_and_non_fatal_signals_are_refused() {
         assert!(fatal_signal("NOPE").is_err());
         assert!(fatal_signal("99").is_err());
         assert!(fatal_signal("STOP").is_err());
         assert!(fatal_signal("CHLD").is_err());
     }
+}
+
+/// Parses a duration in seconds, fractions allowed, from 0 to one hour — for a clap
+/// `value_parser` (`--hold 30`, `--hold 0.5`).
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err(format!("{seconds} is not between 0 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }

@@ -108,3 +108,34 @@ mod tests {
         assert!(!exists(1 << 23));
     }
 }
+
+/// Reads `/proc/<pid>` every millisecond until the process is in `state` (such as 'Z'),
+/// for at most `limit`.
+///
+/// # References: proc_pid_stat(5)
+pub fn wait_for_state(
+    pid: i32,
+    state: char,
+    limit: std::time::Duration,
+) -> anyhow::Result<ProcView> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let view = inspect(pid)?;
+        if view.state == state {
+            return Ok(view);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{pid} is still {} after {limit:?}, not {state}",
+                view.state_in_words()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// True if `pid` exists and is not a zombie: it can still run. (A zombie is dead; only
+/// its entry remains.)
+pub fn running(pid: i32) -> bool {
+    inspect(pid).is_ok_and(|view| view.state != 'Z' && view.state != 'X')
+}

@@ -55,7 +55,10 @@ fn self_pipe() -> nix::Result<BorrowedFd<'static>> {
         return Ok(read_end.as_fd());
     }
     let (read_end, write_end) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    WAKE_WRITE.store(std::os::fd::IntoRawFd::into_raw_fd(write_end), Ordering::SeqCst);
+    WAKE_WRITE.store(
+        std::os::fd::IntoRawFd::into_raw_fd(write_end),
+        Ordering::SeqCst,
+    );
     Ok(WAKE_READ.get_or_init(|| read_end).as_fd())
 }
 
@@ -66,7 +69,11 @@ fn self_pipe() -> nix::Result<BorrowedFd<'static>> {
 /// # References: sigaction(2), signal-safety(7), pipe(7)
 pub fn catch(signal: Signal) -> nix::Result<BorrowedFd<'static>> {
     let wake = self_pipe()?;
-    let flags = if signal == Signal::SIGCHLD { SaFlags::SA_NOCLDSTOP } else { SaFlags::empty() };
+    let flags = if signal == Signal::SIGCHLD {
+        SaFlags::SA_NOCLDSTOP
+    } else {
+        SaFlags::empty()
+    };
     let action = SigAction::new(SigHandler::Handler(record), flags, SigSet::empty());
     // SAFETY: `record` only does async-signal-safe things (an atomic add, a write).
     unsafe { signal::sigaction(signal, &action) }?;
@@ -100,7 +107,11 @@ pub fn restore_default(signal: Signal) {
 ///
 /// # References: sigprocmask(2), signal(7) "Signal mask and pending signals"
 pub fn set_blocked(signal: Signal, block: bool) -> nix::Result<()> {
-    let how = if block { SigmaskHow::SIG_BLOCK } else { SigmaskHow::SIG_UNBLOCK };
+    let how = if block {
+        SigmaskHow::SIG_BLOCK
+    } else {
+        SigmaskHow::SIG_UNBLOCK
+    };
     signal::sigprocmask(how, Some(&SigSet::from(signal)), None)
 }
 
@@ -146,7 +157,10 @@ pub fn sleep(duration: Duration) -> bool {
             return true;
         }
         let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        let _ = poll(&mut [PollFd::new(wake, PollFlags::POLLIN)], PollTimeout::from(millis));
+        let _ = poll(
+            &mut [PollFd::new(wake, PollFlags::POLLIN)],
+            PollTimeout::from(millis),
+        );
         drain_wakeups();
     }
     false
