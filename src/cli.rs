@@ -19,11 +19,23 @@ pub fn parse<T: Parser>() -> T {
         if !error.use_stderr() {
             error.exit(); // --help or --version: stdout, status 0.
         }
+        // clap's first paragraph is the message (with the possible values, if any).
         let rendered = error.render().to_string();
-        let first = rendered.lines().next().unwrap_or("error: bad usage");
-        eprintln!("{first} (try --help)");
+        let message: Vec<&str> = rendered
+            .lines()
+            .take_while(|line| !line.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("{} (try --help)", message.join(" "));
         std::process::exit(2)
     })
+}
+
+/// Reports a usage error that clap could not see (a combination of values) the way clap
+/// reports its own: one line on stderr, exit status 2.
+pub fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message} (try --help)");
+    std::process::exit(2)
 }
 
 /// Turns the demo's result into its exit status: 0, or one line on stderr and 1.
