@@ -54,6 +54,11 @@ struct Args {
     #[arg(long)]
     simultaneous: bool,
 
+    /// Keep the zombies a strategy left (naive) this long before cleaning up (0-3600 s),
+    /// to look at them with ps.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
+    hold: Duration,
+
     /// Print the timeline as JSON Lines.
     #[arg(long)]
     json: bool,
@@ -149,6 +154,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
             tally.signals,
             children.len()
         ));
+        if !args.hold.is_zero() {
+            let seconds = args.hold.as_secs_f64();
+            event("hold")
+                .field("pids", pids(&zombies))
+                .field("seconds", seconds)
+                .say(format!(
+                    "holding them {seconds}s; see them with:  ps -o pid,ppid,stat,cmd --ppid {}",
+                    getpid()
+                ));
+            signals::sleep(args.hold);
+        }
     }
     let cleaned = reap_everything_left()?;
     if cleaned > 0 {
@@ -379,7 +395,8 @@ fn let_the_kernel_reap(children: &[Pid]) -> anyhow::Result<Tally> {
         .iter()
         .filter(|pid| inspect(pid.as_raw()).is_err())
         .count();
-    event("wait_ignored").field("errno", format!("{:?}", result.err())).field("gone", gone).say(format!(
+    let errno = result.err().map(|errno| format!("{errno:?}"));
+    event("wait_ignored").field("errno", errno).field("gone", gone).say(format!(
         "waitpid(-1) -> {}: no status to collect; kernel says {gone} of {} children are gone, none a zombie",
         match result {
             Ok(status) => child::describe(&status),

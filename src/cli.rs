@@ -78,6 +78,19 @@ pub fn fatal_signal(name: &str) -> Result<Signal, String> {
     Ok(signal)
 }
 
+/// Parses a duration in seconds, fractions allowed, from 0 to one hour — for a clap
+/// `value_parser` (`--hold 30`, `--hold 0.5`).
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err(format!("{seconds} is not between 0 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,17 +120,4 @@ mod tests {
         assert!(fatal_signal("STOP").is_err());
         assert!(fatal_signal("CHLD").is_err());
     }
-}
-
-/// Parses a duration in seconds, fractions allowed, from 0 to one hour — for a clap
-/// `value_parser` (`--hold 30`, `--hold 0.5`).
-pub fn seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(0.0..=3600.0).contains(&seconds) {
-        return Err(format!("{seconds} is not between 0 and 3600 seconds"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }

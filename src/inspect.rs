@@ -6,6 +6,8 @@
 //! `procfs` crate. The book shows the raw files behind each field (`/proc/<pid>/stat`
 //! and `/proc/<pid>/status`) so you can read them yourself with `cat`.
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use procfs::process::Process;
 
@@ -88,6 +90,33 @@ impl ProcView {
     }
 }
 
+/// Reads `/proc/<pid>` every millisecond until the process is in `state` (such as 'Z'),
+/// for at most `limit`.
+///
+/// # References: proc_pid_stat(5)
+pub fn wait_for_state(pid: i32, state: char, limit: Duration) -> anyhow::Result<ProcView> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let view = inspect(pid)?;
+        if view.state == state {
+            return Ok(view);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{pid} is still {} after {limit:?}, not {state}",
+                view.state_in_words()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// True if `pid` exists and is not a zombie: it can still run. (A zombie is dead; only
+/// its entry remains.)
+pub fn running(pid: i32) -> bool {
+    inspect(pid).is_ok_and(|view| view.state != 'Z' && view.state != 'X')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,35 +136,4 @@ mod tests {
         assert!(inspect(1 << 23).is_err());
         assert!(!exists(1 << 23));
     }
-}
-
-/// Reads `/proc/<pid>` every millisecond until the process is in `state` (such as 'Z'),
-/// for at most `limit`.
-///
-/// # References: proc_pid_stat(5)
-pub fn wait_for_state(
-    pid: i32,
-    state: char,
-    limit: std::time::Duration,
-) -> anyhow::Result<ProcView> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let view = inspect(pid)?;
-        if view.state == state {
-            return Ok(view);
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "{pid} is still {} after {limit:?}, not {state}",
-                view.state_in_words()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-}
-
-/// True if `pid` exists and is not a zombie: it can still run. (A zombie is dead; only
-/// its entry remains.)
-pub fn running(pid: i32) -> bool {
-    inspect(pid).is_ok_and(|view| view.state != 'Z' && view.state != 'X')
 }

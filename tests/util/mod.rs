@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses its own part of these helpers
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -127,11 +128,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the binary at `path` (from `assert_cmd::cargo::cargo_bin!`) with `--json`.
+    /// Starts the binary at `path` (from `assert_cmd::cargo::cargo_bin!`) with `--json`,
+    /// in a process group of its own, as a shell starts a job: [`Running::interrupt`]
+    /// then acts like Ctrl-C.
     pub fn start(path: &Path, args: &[&str]) -> Running {
         let mut process = Command::new(path)
             .arg("--json")
             .args(args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -197,6 +201,14 @@ impl Running {
         (status, std::mem::take(&mut self.seen))
     }
 
+    /// Ctrl-C: SIGINT to the demo's whole process group, children included.
+    pub fn interrupt(&self) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+        // involved.
+        let result = unsafe { libc::kill(-self.pid(), libc::SIGINT) };
+        assert_eq!(result, 0, "kill(-{}, SIGINT)", self.pid());
+    }
+
     /// Sends SIGKILL to the demo's own process (not to its children) and reaps it.
     pub fn kill(mut self) -> ExitStatus {
         self.process.kill().expect("kill the demo");
@@ -252,4 +264,31 @@ pub fn assert_usage_error(demo: assert_cmd::Command, args: &[&str]) {
     );
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Checks the Ctrl-C contract: the demo died by SIGINT (as the shell must see it), after
+/// reaping every process it made: none of `pids` is left, not even as a zombie.
+pub fn assert_interrupted_cleanly(status: ExitStatus, pids: &[i32]) {
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGINT),
+        "the demo dies by SIGINT: {status:?}"
+    );
+    for &pid in pids {
+        assert!(
+            eventually(Duration::from_secs(3), || proc_state(pid).is_none()),
+            "{pid} is left behind: state {:?}",
+            proc_state(pid)
+        );
+    }
+}
+
+/// The pids listed in a JSON array field.
+pub fn pids_in(value: &Value) -> Vec<i32> {
+    value
+        .as_array()
+        .expect("a list of pids")
+        .iter()
+        .map(pid_of)
+        .collect()
 }

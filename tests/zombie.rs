@@ -1,0 +1,149 @@
+//! zombie: an exited child stays in /proc as state Z, parent the demo, until the demo's
+//! waitpid — which the test checks itself in /proc while the demo holds the zombies.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("zombie")
+}
+
+#[test]
+fn zombies_are_visible_in_proc_until_reaped() {
+    let mut demo = Running::start(cargo_bin!("zombie"), &["--children", "3", "--hold", "2"]);
+    let hold = demo.wait_for("hold");
+    let zombies = pids_in(&hold["pids"]);
+    assert_eq!(zombies.len(), 3);
+    assert_eq!(hold["seconds"], 2.0);
+    // The test's own look at the kernel, during the hold.
+    for &pid in &zombies {
+        assert_eq!(proc_state(pid), Some('Z'), "{pid} is a zombie");
+        assert_eq!(
+            proc_status(pid, "PPid"),
+            Some(demo.pid().to_string()),
+            "{pid}'s parent is the demo"
+        );
+    }
+    let (status, events) = demo.finish();
+    assert!(status.success());
+    for &pid in &zombies {
+        assert_eq!(proc_state(pid), None, "{pid} is gone after the demo's wait");
+    }
+    let summary = summary(&events);
+    assert_eq!(pids_in(&summary["zombies"]), zombies);
+    assert_eq!(summary["reaped"], 3);
+    assert_eq!(
+        summary["statuses"],
+        serde_json::json!([7, 8, 9]),
+        "each child's own status was kept"
+    );
+}
+
+#[test]
+fn sigkill_does_not_remove_a_zombie() {
+    let mut demo = Running::start(cargo_bin!("zombie"), &["--hold", "2"]);
+    let killed = demo.wait_for("kill_zombie");
+    let target = pid_of(&killed["child"]);
+    assert_eq!(
+        killed["state"], "Z",
+        "the demo saw it still Z after SIGKILL"
+    );
+    demo.wait_for("hold");
+    assert_eq!(
+        proc_state(target),
+        Some('Z'),
+        "still a zombie, seen by the test after the SIGKILL"
+    );
+    let (status, events) = demo.finish();
+    assert!(status.success());
+    let reap = find(&events, "reap");
+    assert_eq!(
+        reap["status"], "exited with status 7",
+        "SIGKILL did not change the status the kernel kept"
+    );
+    assert_eq!(reap["gone"], true);
+}
+
+#[test]
+fn the_parent_is_told_each_zombie_is_z() {
+    let events = run_json(demo(), &["--children", "5", "--hold", "0"]);
+    let forked: Vec<i32> = events
+        .iter()
+        .filter(|e| e["event"] == "fork")
+        .map(|e| pid_of(&e["child"]))
+        .collect();
+    let zombies: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "zombie").collect();
+    assert_eq!(forked.len(), 5);
+    assert_eq!(zombies.len(), 5);
+    for zombie in zombies {
+        assert_eq!(zombie["state"], "Z");
+        assert_eq!(zombie["ppid"], summary(&events)["pid"]);
+    }
+    let summary = summary(&events);
+    assert_eq!(pids_in(&summary["zombies"]), forked);
+    assert_eq!(summary["reaped"], 5);
+    assert_eq!(summary["state_after_sigkill"], "Z");
+}
+
+#[test]
+fn many_children_all_reaped() {
+    let events = run_json(demo(), &["--children", "1000", "--hold", "0"]);
+    let summary = summary(&events);
+    assert_eq!(summary["reaped"], 1000);
+    for pid in pids_in(&summary["zombies"]) {
+        assert_eq!(proc_state(pid), None, "{pid} left behind");
+    }
+}
+
+#[test]
+fn text_mode_prints_the_ps_command() {
+    run(demo(), &["--hold", "0"])
+        .success()
+        .stdout(contains("is Z (zombie), parent"))
+        .stdout(contains("ps -o pid,ppid,stat,cmd --ppid"));
+}
+
+#[test]
+fn ctrl_c_during_the_hold_reaps_then_dies_by_sigint() {
+    let mut demo = Running::start(cargo_bin!("zombie"), &["--children", "3", "--hold", "30"]);
+    let zombies = pids_in(&demo.wait_for("hold")["pids"]);
+    demo.interrupt();
+    let (status, events) = demo.finish();
+    assert_interrupted_cleanly(status, &zombies);
+    assert_eq!(summary(&events)["reaped"], 3);
+    assert_eq!(summary(&events)["interrupted"], "SIGINT");
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--hold"));
+    for args in [
+        &["--children", "0"][..],
+        &["--children", "1001"],
+        &["--hold", "soon"],
+        &["--hold", "4000"],
+        &["--nope"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    for args in [
+        &["--hold", "0"][..],
+        &["--json", "--children", "20", "--hold", "0"],
+    ] {
+        let (status, stderr) = run_into_closed_pipe(cargo_bin!("zombie"), args);
+        assert!(
+            status.success() && !stderr.contains("panicked"),
+            "{args:?}: {status:?} {stderr}"
+        );
+    }
+}
