@@ -253,6 +253,16 @@ pub fn run_into_closed_pipe(path: &Path, args: &[&str]) -> (ExitStatus, String) 
     (status, output.join().expect("stderr reader"))
 }
 
+/// Checks the closed-pipe contract for each argument list: the demo ends normally, with
+/// no panic on stderr, when its stdout is closed after the first line.
+pub fn assert_quiet_into_closed_pipe(path: &Path, arg_lists: &[&[&str]]) {
+    for args in arg_lists {
+        let (status, stderr) = run_into_closed_pipe(path, args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
+    }
+}
+
 /// Checks the usage-error contract: exit status 2, exactly one line on stderr, no panic.
 pub fn assert_usage_error(demo: assert_cmd::Command, args: &[&str]) {
     let output = run(demo, args).code(2).get_output().clone();
