@@ -6,7 +6,7 @@ default:
 
 # Run a demo: just demo fork_exec_wait --exit-code 7
 demo NAME *ARGS:
-    cargo run --quiet --bin {{NAME}} -- {{ARGS}}
+    @cargo run --quiet --bin {{NAME}} -- {{ARGS}}
 
 # Run every test (what the README says: cargo test).
 test:

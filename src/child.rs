@@ -11,14 +11,17 @@
 //! The `fork()` itself stays in the demos, where it is the lesson.
 
 use std::any::Any;
+use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 
+use anyhow::Context;
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{self, SigHandler, SigSet, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getppid};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::signals;
 
@@ -66,6 +69,45 @@ fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     };
     // SAFETY: _exit ends the process at once; no Rust state is used after it.
     unsafe { libc::_exit(code) }
+}
+
+/// Makes a one-way channel for a child's result, over a pipe: the child [`ResultWriter::
+/// send`]s one value (as a JSON line), the parent [`ResultReader::receive`]s it. After the
+/// fork, each side drops the end it does not use. Receive *before* `waitpid`: a result
+/// larger than the pipe would otherwise block the child forever.
+///
+/// # References: pipe(2)
+pub fn result_pipe() -> nix::Result<(ResultReader, ResultWriter)> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((ResultReader(read_end), ResultWriter(write_end)))
+}
+
+/// The parent's end of [`result_pipe`].
+pub struct ResultReader(OwnedFd);
+
+/// The child's end of [`result_pipe`].
+pub struct ResultWriter(OwnedFd);
+
+impl ResultWriter {
+    /// Sends `value` and closes the pipe.
+    pub fn send(self, value: &impl Serialize) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(value)?;
+        line.push(b'\n');
+        std::fs::File::from(self.0)
+            .write_all(&line)
+            .context("write result")
+    }
+}
+
+impl ResultReader {
+    /// Reads the child's value; fails if the child ended without sending one.
+    pub fn receive<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        let mut text = String::new();
+        std::fs::File::from(self.0)
+            .read_to_string(&mut text)
+            .context("read result")?;
+        serde_json::from_str(&text).context("the child sent no result")
+    }
 }
 
 /// Asks the kernel to SIGKILL this process when the thread that forked it ends, then

@@ -117,6 +117,24 @@ pub fn running(pid: i32) -> bool {
     inspect(pid).is_ok_and(|view| view.state != 'Z' && view.state != 'X')
 }
 
+/// Where `pid` sleeps in the kernel (`/proc/<pid>/wchan`: a kernel function name such as
+/// `pipe_write`, or `0` when it runs), or None if unreadable.
+///
+/// # References: proc_pid_wchan(5)
+pub fn wchan(pid: i32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    Some(name.trim().to_owned())
+}
+
+/// What descriptor `fd` of process `pid` refers to, as `ls -l /proc/<pid>/fd` shows it
+/// (`pipe:[1234]`, `/dev/pts/0`…), or None.
+///
+/// # References: proc_pid_fd(5)
+pub fn fd_target(pid: i32, fd: i32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    Some(target.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
