@@ -9,6 +9,7 @@ pub mod child;
 pub mod cli;
 pub mod inspect;
 pub mod measure;
+pub mod names;
 pub mod narrate;
 pub mod record;
 pub mod signals;

@@ -16,8 +16,9 @@
 //! - Each line is built in memory and written with a single `write(2)` on fd 1. Nothing is
 //!   buffered in user space, so a fork never duplicates text, and lines from parent and
 //!   children never tear (a pipe keeps a write of at most `PIPE_BUF` bytes whole).
-//! - Time is measured from one monotonic instant taken by [`init`] before the first fork;
-//!   the children inherit it, so all processes share one clock.
+//! - Time is measured on CLOCK_MONOTONIC from one instant taken by [`init`] before the
+//!   first fork; the children inherit it, so all processes share one clock. A program
+//!   exec'd by a demo is handed the same instant ([`start_ns`], [`init_at`]).
 //! - When stdout is closed (`demo | head -1`), the first failed write turns the timeline
 //!   silent and the demo finishes its work quietly — reaping its children and removing
 //!   what it created — instead of panicking or leaving them behind.
@@ -27,15 +28,15 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, fcntl};
+use nix::time::{ClockId, clock_gettime};
 use nix::unistd::dup2_stdout;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 struct Timeline {
-    start: Instant,
+    start_ns: u64,
     json: bool,
 }
 
@@ -48,11 +49,28 @@ static SILENT: AtomicBool = AtomicBool::new(false);
 /// Starts the clock and chooses the format. Call once, first thing in `main`, before any
 /// fork.
 pub fn init(json: bool, role: &'static str) {
-    let _ = TIMELINE.set(Timeline {
-        start: Instant::now(),
-        json,
-    });
+    init_at(json, role, monotonic_ns());
+}
+
+/// Like [`init`], but on a clock started earlier by another program of the demo
+/// (see [`start_ns`]).
+pub fn init_at(json: bool, role: &'static str, start_ns: u64) {
+    let _ = TIMELINE.set(Timeline { start_ns, json });
     set_role(role);
+}
+
+/// The timeline's starting instant, in CLOCK_MONOTONIC nanoseconds: pass it to a program
+/// you exec so that its lines share your clock.
+pub fn start_ns() -> u64 {
+    timeline().start_ns
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds.
+///
+/// # References: clock_gettime(2)
+fn monotonic_ns() -> u64 {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 /// Names this process in the timeline (`parent`, `child`, `worker`…). A child calls it
@@ -68,15 +86,18 @@ pub fn json() -> bool {
 
 /// Seconds since [`init`], on the clock all the demo's processes share.
 pub fn elapsed() -> f64 {
-    timeline().start.elapsed().as_secs_f64()
+    monotonic_ns().saturating_sub(timeline().start_ns) as f64 / 1e9
 }
 
 fn timeline() -> &'static Timeline {
     TIMELINE.get_or_init(|| Timeline {
-        start: Instant::now(),
+        start_ns: monotonic_ns(),
         json: false,
     })
 }
+
+/// The fields every event has; an event's own fields may not reuse them.
+const RESERVED: [&str; 5] = ["t", "pid", "role", "event", "text"];
 
 /// Starts an event named `name` (`fork`, `wait`, `summary`…): add its fields, then
 /// [`Event::say`] it.
@@ -97,6 +118,7 @@ pub struct Event {
 impl Event {
     /// Adds a field to the JSON object (text mode shows only the sentence).
     pub fn field(mut self, key: &str, value: impl Serialize) -> Self {
+        assert!(!RESERVED.contains(&key), "{key:?} is a field every event has");
         let value = serde_json::to_value(value).expect("timeline fields are plain data");
         self.fields.insert(key.to_owned(), value);
         self
@@ -105,7 +127,10 @@ impl Event {
     /// Adds every field of `fields`, which must serialize to an object (a struct).
     pub fn fields(mut self, fields: impl Serialize) -> Self {
         match serde_json::to_value(fields) {
-            Ok(Value::Object(object)) => self.fields.extend(object),
+            Ok(Value::Object(object)) => {
+                assert!(!object.keys().any(|key| RESERVED.contains(&key.as_str())), "reserved field");
+                self.fields.extend(object)
+            }
             _ => panic!("Event::fields takes a struct or map"),
         }
         self

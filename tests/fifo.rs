@@ -1,0 +1,184 @@
+//! fifo: two unrelated programs meet at a path; open() waits for the other side in
+//! either order; the data arrives intact; the FIFO and its private directory are gone
+//! afterwards; anything that is not a FIFO is refused.
+
+mod util;
+
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("fifo")
+}
+
+fn check_run(events: &[serde_json::Value], first: &str) {
+    let summary = summary(events);
+    assert_eq!(summary["first"], first);
+    assert_eq!(summary["exactly_once"], true, "{summary}");
+    let received = find(events, "received");
+    assert_eq!(received["role"], "reader");
+    assert_eq!(received["received"], 1000);
+    assert_eq!(received["missing"], 0);
+    assert_eq!(received["duplicates"], 0);
+    assert_eq!(received["torn"], 0);
+    // The side that came first waited for the other in open().
+    let waits: Vec<(&str, f64)> = events
+        .iter()
+        .filter(|e| e["event"] == "opened")
+        .map(|e| {
+            (
+                e["role"].as_str().expect("role"),
+                e["waited_s"].as_f64().expect("seconds"),
+            )
+        })
+        .collect();
+    let waited = |role: &str| waits.iter().find(|(r, _)| *r == role).expect("opened").1;
+    let second = if first == "reader" {
+        "writer"
+    } else {
+        "reader"
+    };
+    assert!(
+        waited(first) >= 0.2,
+        "{first} waited for the other side: {waits:?}"
+    );
+    assert!(waited(second) < waited(first), "{waits:?}");
+    // Nothing is left: not the FIFO, not its directory.
+    let path = Path::new(summary["path"].as_str().expect("path"));
+    assert!(
+        !path.exists() && !path.parent().expect("dir").exists(),
+        "{path:?} left behind"
+    );
+    assert_eq!(summary["dir_gone"], true);
+}
+
+#[test]
+fn reader_first_waits_for_the_writer() {
+    check_run(&run_json(demo(), &[]), "reader");
+}
+
+#[test]
+fn writer_first_waits_for_the_reader() {
+    check_run(&run_json(demo(), &["--writer-first"]), "writer");
+}
+
+#[test]
+fn the_fifo_is_private_and_removed_once_both_ends_are_open() {
+    let events = run_json(demo(), &[]);
+    let mkfifo = find(&events, "mkfifo");
+    let dir = mkfifo["dir"].as_str().expect("dir");
+    assert!(dir.contains("proclab."), "{dir}");
+    assert_eq!(find(&events, "unlinked")["dir_gone"], true);
+    assert_eq!(summary(&events)["removed_while_open"], true);
+    assert_eq!(find(&events, "enxio")["errno"], "ENXIO");
+}
+
+#[test]
+fn reader_and_writer_are_separate_programs_of_the_demo() {
+    let events = run_json(demo(), &[]);
+    let demo_pid = summary(&events)["pid"].clone();
+    for role in ["reader", "writer"] {
+        let opened = events
+            .iter()
+            .find(|e| e["event"] == "opened" && e["role"] == role)
+            .expect("opened");
+        assert_ne!(opened["pid"], demo_pid);
+        let start = events
+            .iter()
+            .find(|e| e["event"] == "start" && e["role"] == "demo" && e["child"] == opened["pid"]);
+        assert!(start.is_some(), "the demo started the {role}");
+    }
+}
+
+#[test]
+fn anything_but_a_fifo_is_refused() {
+    let dir = std::env::temp_dir().join(format!("proclab-test-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let regular = dir.join("regular");
+    std::fs::write(&regular, "not a fifo").expect("file");
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&regular, &link).expect("symlink");
+    for (path, word) in [
+        (&regular, "not a FIFO"),
+        (&link, "symbolic link"),
+        (&dir, "directory"),
+    ] {
+        for role in ["reader", "writer"] {
+            let shown = path.display().to_string();
+            run(demo(), &[role, &shown])
+                .code(1)
+                .stderr(contains(shown.as_str()))
+                .stderr(contains(word));
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&regular).expect("file"),
+        "not a fifo",
+        "the file was not touched"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn two_runs_at_once_do_not_collide() {
+    let runs: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(|| run_json(demo(), &[])))
+        .collect();
+    let paths: Vec<String> = runs
+        .into_iter()
+        .map(|run| {
+            let events = run.join().expect("a run");
+            assert_eq!(summary(&events)["exactly_once"], true);
+            summary(&events)["path"].as_str().expect("path").to_owned()
+        })
+        .collect();
+    assert_ne!(paths[0], paths[1]);
+}
+
+#[test]
+fn ctrl_c_leaves_no_process_and_no_fifo() {
+    // A long delay: the reader waits alone in open() when the interrupt comes.
+    let mut demo = Running::start(cargo_bin!("fifo"), &["--delay", "30"]);
+    let path = demo.wait_for("mkfifo")["path"]
+        .as_str()
+        .expect("path")
+        .to_owned();
+    let reader = pid_of(&demo.wait_for("start")["child"]);
+    demo.wait_for("open");
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &[reader]);
+    let dir = Path::new(&path).parent().expect("dir").to_owned();
+    assert!(
+        eventually(Duration::from_secs(1), || !dir.exists()),
+        "{dir:?} left behind"
+    );
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("reader"));
+    run(demo(), &["reader", "--help"])
+        .success()
+        .stdout(contains("FIFO"));
+    for args in [
+        &["--records", "0"][..],
+        &["--delay", "x"],
+        &["talker"],
+        &["reader"],
+        &["writer", "/tmp/x", "--records", "0"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("fifo"), &[&[], &["--json", "--writer-first"]]);
+}
