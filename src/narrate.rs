@@ -118,7 +118,10 @@ pub struct Event {
 impl Event {
     /// Adds a field to the JSON object (text mode shows only the sentence).
     pub fn field(mut self, key: &str, value: impl Serialize) -> Self {
-        assert!(!RESERVED.contains(&key), "{key:?} is a field every event has");
+        assert!(
+            !RESERVED.contains(&key),
+            "{key:?} is a field every event has"
+        );
         let value = serde_json::to_value(value).expect("timeline fields are plain data");
         self.fields.insert(key.to_owned(), value);
         self
@@ -128,7 +131,10 @@ impl Event {
     pub fn fields(mut self, fields: impl Serialize) -> Self {
         match serde_json::to_value(fields) {
             Ok(Value::Object(object)) => {
-                assert!(!object.keys().any(|key| RESERVED.contains(&key.as_str())), "reserved field");
+                assert!(
+                    !object.keys().any(|key| RESERVED.contains(&key.as_str())),
+                    "reserved field"
+                );
                 self.fields.extend(object)
             }
             _ => panic!("Event::fields takes a struct or map"),
