@@ -21,11 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, open};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, execv, fork, getpid, mkfifo, read, write};
 use proclab::inspect::{fd_target, running};
 use proclab::names::PrivateDir;
@@ -177,7 +176,7 @@ fn demo(args: &Args) -> anyhow::Result<()> {
 
     let mut statuses = Vec::new();
     for (role, pid) in &started {
-        let status = wait_or_kill(*pid)?;
+        let status = child::wait_or_kill(*pid)?;
         event("wait")
             .field("of", role)
             .field("child", pid.as_raw())
@@ -275,16 +274,6 @@ fn wait_until_open(started: &[(&str, Pid)], path: &Path) -> bool {
         std::thread::sleep(Duration::from_millis(1));
     }
     false
-}
-
-/// waitpid, but a Ctrl-C (EINTR) kills the child first so the wait cannot hang.
-fn wait_or_kill(pid: Pid) -> anyhow::Result<WaitStatus> {
-    loop {
-        match waitpid(pid, None) {
-            Err(Errno::EINTR) => drop(kill(pid, Signal::SIGKILL)),
-            other => return other.with_context(|| format!("waitpid({pid})")),
-        }
-    }
 }
 
 /// Opens one end of the FIFO at `path`, refusing anything that is not a FIFO — a regular

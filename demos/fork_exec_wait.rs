@@ -23,7 +23,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, dup, dup2_stdout, execvp, fork, getpid, getppid, pipe};
 use proclab::inspect::{exists, inspect};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate};
+use proclab::{child, cli, narrate, signals};
 
 /// fork() a child, let it exec a program, wait for it, and decode how it ended.
 ///
@@ -52,8 +52,8 @@ struct Args {
           conflicts_with_all = ["exec", "buffer_pitfall"])]
     signal: Option<Signal>,
 
-    /// The program the child execs, with its arguments (put it last: it takes the rest
-    /// of the line).
+    /// The program the child execs, with its arguments. Put it last: it takes the rest of
+    /// the line (so --json goes before it).
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true,
           conflicts_with = "buffer_pitfall")]
     exec: Vec<String>,
@@ -74,11 +74,13 @@ enum Fate {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
-    cli::exit_code(if args.buffer_pitfall {
+    let result = if args.buffer_pitfall {
         buffer_pitfall()
     } else {
         run(fate(args))
-    })
+    };
+    signals::exit_if_stopped(); // Ctrl-C: the child is reaped; now die by SIGINT
+    cli::exit_code(result)
 }
 
 fn fate(args: Args) -> Fate {
@@ -95,6 +97,7 @@ fn fate(args: Args) -> Fate {
 }
 
 fn run(fate: Fate) -> anyhow::Result<()> {
+    signals::catch_stop_signals()?;
     let parent = getpid();
     // ANCHOR: fork
     // SAFETY: single-threaded here; the child only writes to fd 1, execs or calls _exit.
@@ -113,7 +116,7 @@ fn run(fate: Fate) -> anyhow::Result<()> {
     };
 
     // ANCHOR: wait
-    let status = waitpid(child, None).with_context(|| format!("waitpid({child})"))?;
+    let status = child::wait_or_kill(child)?; // waitpid(child, 0); Ctrl-C kills the child first
     let ending = child::ending(&status);
     event("wait")
         .field("child", child.as_raw())

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe};
 use proclab::inspect::{inspect, running};
 use proclab::narrate::event;
@@ -85,11 +83,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .field("child", parent.as_raw())
         .say(format!("fork() -> parent {parent}"));
     let orphan = read_pid(from_parent).context("the parent did not report its child")?;
-    let status = waitpid(parent, None).with_context(|| format!("waitpid({parent})"))?;
-    event("reap").field("child", parent.as_raw()).say(format!(
-        "waitpid({parent}) -> {}: the parent is gone, its child {orphan} is an orphan",
-        child::describe(&status)
-    ));
+    let status = child::wait_or_kill(parent)?;
+    event("reap")
+        .field("child", parent.as_raw())
+        .fields(child::ending(&status))
+        .say(format!(
+            "waitpid({parent}) -> {}: the parent is gone, its child {orphan} is an orphan",
+            child::describe(&status)
+        ));
 
     // ANCHOR: adopted
     let adopter = inspect(orphan.as_raw())?.ppid; // the kernel's answer: who is its parent now?
@@ -129,6 +130,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .field("parent_after", adopter)
         .field("adopter", &adopter_name)
         .field("subreaper", subreaper)
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
         .say(format!(
             "summary: orphan {orphan} went from parent {parent} to {adopter} ({adopter_name})"
         ));
@@ -185,24 +187,18 @@ fn be_the_orphan(parent: Pid, saw_parent: OwnedFd, release: OwnedFd) -> anyhow::
         .say(format!(
             "getppid() -> {after}, was {before}: my parent exited and I was adopted"
         ));
-    // ANCHOR_END: orphan
     // No parent-death signal can bind an orphan to the demo; a pipe can. The read returns
     // when the demo closes its end, or dies.
     let _ = File::from(release).read(&mut [0u8]);
     event("exit").say("released: _exit(0)");
     Ok(0)
 }
+// ANCHOR_END: orphan
 
-/// Subreaper mode: the orphan is our child now, so we wait for it like any child. Ctrl-C
-/// interrupts the wait (EINTR): then end the orphan at once and wait again.
+/// Subreaper mode: the orphan is our child now, so we wait for it like any child.
 // ANCHOR: reap
 fn reap_adopted(orphan: Pid) -> anyhow::Result<()> {
-    let status = loop {
-        match waitpid(orphan, None) {
-            Err(Errno::EINTR) => kill(orphan, Signal::SIGKILL).context("kill")?,
-            other => break other.with_context(|| format!("waitpid({orphan})"))?,
-        }
-    };
+    let status = child::wait_or_kill(orphan)?; // waitpid(orphan, 0); Ctrl-C kills it first
     event("reap")
         .field("child", orphan.as_raw())
         .fields(child::ending(&status))

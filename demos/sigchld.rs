@@ -146,14 +146,31 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .copied()
         .filter(|&pid| is_zombie(pid))
         .collect();
+    if let Some(stop) = signals::stop_requested() {
+        event("interrupted")
+            .field("signal", stop.as_str())
+            .say(format!(
+                "interrupted by {stop}: killed the children still running; reaping them all"
+            ));
+    }
     if !zombies.is_empty() {
-        event("zombies_left").field("pids", pids(&zombies)).say(format!(
-            "kernel says {} children are still zombies: {} SIGCHLD for {} deaths, and one waitpid \
-             per signal -- the bug",
-            zombies.len(),
-            tally.signals,
-            children.len()
-        ));
+        let why = if signals::stop_requested().is_some() {
+            "not reaped yet: the demo was interrupted".to_owned()
+        } else if reaper == Reaper::Naive {
+            format!(
+                "{} SIGCHLD for {} deaths, and one waitpid per signal -- the bug",
+                tally.signals,
+                children.len()
+            )
+        } else {
+            format!("left by the {} strategy", reaper_name(reaper))
+        };
+        event("zombies_left")
+            .field("pids", pids(&zombies))
+            .say(format!(
+                "kernel says {} children are still zombies: {why}",
+                zombies.len()
+            ));
         if !args.hold.is_zero() {
             let seconds = args.hold.as_secs_f64();
             event("hold")
@@ -173,11 +190,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .say(format!("cleanup: reaped the {cleaned} left"));
     }
 
-    let reaped = if reaper == Reaper::Ignore {
-        children.len()
-    } else {
-        tally.reaped.len()
-    };
+    let reaped = tally.reaped.len();
     event("summary")
         .field("reaper", reaper_name(reaper))
         .field("simultaneous", args.simultaneous)
@@ -272,10 +285,10 @@ fn reap_on_signal(children: &[Pid], naive: bool) -> anyhow::Result<Tally> {
             event("signal").field("count", seen).say(format!(
                 "handler counted {new_signals} new SIGCHLD ({seen} so far); the loop wakes"
             ));
-        }
-        for _ in 0..new_signals {
             if naive {
-                reap_one(&mut tally)?; // the bug: one child per signal
+                for _ in 0..new_signals {
+                    reap_one(&mut tally)?; // the bug: one child per signal
+                }
             } else {
                 while reap_one(&mut tally)? {} // right: until nothing is left to reap
             }
@@ -283,8 +296,8 @@ fn reap_on_signal(children: &[Pid], naive: bool) -> anyhow::Result<Tally> {
         if tally.reaped.len() == children.len() || stopped(children) {
             return Ok(tally);
         }
-        if new_signals == 0 && naive && every_unreaped_is_zombie(children, &tally) {
-            return Ok(tally); // all dead; no signal will come for the rest
+        if new_signals == 0 && every_unreaped_is_zombie(children, &tally) {
+            return Ok(tally); // all dead, yet some unreaped: no signal will come for them
         }
         wait_readable(wake, 100)?;
         signals::drain_wakeups();
@@ -391,20 +404,26 @@ fn let_the_kernel_reap(children: &[Pid]) -> anyhow::Result<Tally> {
             other => break other,
         }
     };
-    let gone = children
+    let gone: Vec<Pid> = children
         .iter()
+        .copied()
         .filter(|pid| inspect(pid.as_raw()).is_err())
-        .count();
+        .collect();
+    let zombies = children.iter().filter(|&&pid| is_zombie(pid)).count();
     let errno = result.err().map(|errno| format!("{errno:?}"));
-    event("wait_ignored").field("errno", errno).field("gone", gone).say(format!(
-        "waitpid(-1) -> {}: no status to collect; kernel says {gone} of {} children are gone, none a zombie",
+    event("wait_ignored").field("errno", errno).field("gone", gone.len()).field("zombies", zombies).say(format!(
+        "waitpid(-1) -> {}: no status to collect; kernel says {} of {} children are gone, {zombies} zombies",
         match result {
             Ok(status) => child::describe(&status),
             Err(errno) => format!("{errno:?} ({})", errno.desc()),
         },
+        gone.len(),
         children.len()
     ));
-    Ok(Tally::default())
+    Ok(Tally {
+        signals: 0,
+        reaped: gone,
+    }) // reaped by the kernel, not by us
 }
 // ANCHOR_END: ignore
 

@@ -33,7 +33,7 @@ use proclab::{child, cli, narrate, signals};
                         zombie --children 5 --json"
 )]
 struct Args {
-    /// How many children to fork (1-1000); child i exits with status 7+i (mod 256).
+    /// How many children to fork (1-1000); child i calls _exit(7 + i).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     children: u16,
@@ -62,7 +62,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR: fork
     let mut children = Vec::new();
     for index in 0..args.children {
-        let status = (7 + i32::from(index)) % 256;
+        let status = 7 + i32::from(index); // the kernel keeps only the low 8 bits
         // SAFETY: single-threaded here; the child only narrates and calls _exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run(parent, || {

@@ -71,6 +71,45 @@ fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// `waitpid(pid, 0)` that cannot hang a demo being stopped: if Ctrl-C or SIGTERM
+/// interrupts the wait (EINTR), the child is sent SIGKILL and waited for again.
+///
+/// # References: waitpid(2), signal(7) "Interruption of system calls"
+pub fn wait_or_kill(pid: Pid) -> anyhow::Result<WaitStatus> {
+    loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => {
+                if signals::stop_requested().is_some() {
+                    let _ = signal::kill(pid, Signal::SIGKILL);
+                }
+            }
+            other => return other.with_context(|| format!("waitpid({pid})")),
+        }
+    }
+}
+
+/// After an error: kills the children still running and reaps every child, so that a
+/// demo that fails leaves no process and no zombie behind. The children are found in
+/// `/proc/self/task/<pid>/children`; a kernel without that file gets a best effort.
+///
+/// # References: proc_pid_task(5) `children`, waitpid(2)
+pub fn end_all_children() {
+    let me = std::process::id();
+    let listed =
+        std::fs::read_to_string(format!("/proc/self/task/{me}/children")).unwrap_or_default();
+    for pid in listed.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return, // ECHILD: none left
+        }
+    }
+}
+
 /// Makes a one-way channel for a child's result, over a pipe: the child [`ResultWriter::
 /// send`]s one value (as a JSON line), the parent [`ResultReader::receive`]s it. After the
 /// fork, each side drops the end it does not use. Receive *before* `waitpid`: a result

@@ -38,11 +38,13 @@ pub fn usage_error(message: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Turns the demo's result into its exit status: 0, or one line on stderr and 1.
+/// Turns the demo's result into its exit status: 0, or one line on stderr and 1 — after
+/// ending and reaping whatever children the failed demo still has.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            crate::child::end_all_children();
             let program = std::env::args().next().unwrap_or_default();
             let name = program.rsplit('/').next().unwrap_or("proclab");
             eprintln!("{name}: error: {error:#}");

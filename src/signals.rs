@@ -15,7 +15,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -29,6 +29,9 @@ pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::
 
 /// How many times the handler ran, per signal number.
 static COUNTS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+/// Signals that were ignored when the program started (`nohup` ignores SIGHUP; a
+/// non-interactive shell's `cmd &` ignores SIGINT): children get them back ignored.
+static INHERITED_IGNORE: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
 /// The self-pipe's write end, for the handler (-1 until it exists).
 static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// The self-pipe's read end, for `poll`.
@@ -76,7 +79,10 @@ pub fn catch(signal: Signal) -> nix::Result<BorrowedFd<'static>> {
     };
     let action = SigAction::new(SigHandler::Handler(record), flags, SigSet::empty());
     // SAFETY: `record` only does async-signal-safe things (an atomic add, a write).
-    unsafe { signal::sigaction(signal, &action) }?;
+    let previous = unsafe { signal::sigaction(signal, &action) }?;
+    if matches!(previous.handler(), SigHandler::SigIgn) {
+        INHERITED_IGNORE[signal as usize].store(true, Ordering::SeqCst);
+    }
     Ok(wake)
 }
 
@@ -115,12 +121,23 @@ pub fn set_blocked(signal: Signal, block: bool) -> nix::Result<()> {
     signal::sigprocmask(how, Some(&SigSet::from(signal)), None)
 }
 
-/// Catches SIGINT, SIGTERM and SIGHUP so that the demo can clean up before it dies.
+/// Catches SIGINT, SIGTERM and SIGHUP so that the demo can clean up before it dies. A
+/// stop signal the demo was started with ignored (under `nohup`, say) stays ignored: the
+/// person who started it asked for that.
 pub fn catch_stop_signals() -> nix::Result<()> {
     for stop in STOP_SIGNALS {
         catch(stop)?;
+        if INHERITED_IGNORE[stop as usize].load(Ordering::SeqCst) {
+            ignore(stop)?;
+        }
     }
     Ok(())
+}
+
+fn ignore(signal: Signal) -> nix::Result<()> {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN runs no code of ours.
+    unsafe { signal::sigaction(signal, &ignore) }.map(drop)
 }
 
 /// The stop signal that has arrived, if any.
@@ -166,12 +183,17 @@ pub fn sleep(duration: Duration) -> bool {
     false
 }
 
-/// In a freshly forked child: gives SIGINT, SIGTERM, SIGHUP and SIGCHLD back their
-/// default actions and forgets the parent's counts, so that Ctrl-C ends the child as it
-/// ends any program and the child never wakes the parent's self-pipe.
+/// In a freshly forked child: gives SIGINT, SIGTERM, SIGHUP and SIGCHLD back the actions
+/// the program started with (the default, or ignored if it was started so) and forgets
+/// the parent's counts, so that Ctrl-C ends the child as it ends any program and the child
+/// never wakes the parent's self-pipe.
 pub fn reset_after_fork() {
     for caught in STOP_SIGNALS.into_iter().chain([Signal::SIGCHLD]) {
-        restore_default(caught);
+        if INHERITED_IGNORE[caught as usize].load(Ordering::SeqCst) {
+            let _ = ignore(caught);
+        } else {
+            restore_default(caught);
+        }
         COUNTS[caught as usize].store(0, Ordering::SeqCst);
     }
 }

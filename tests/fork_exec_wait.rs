@@ -81,6 +81,48 @@ fn missing_program_exits_127_and_names_the_error() {
 }
 
 #[test]
+fn a_program_that_cannot_be_run_exits_126() {
+    let events = run_json(demo(), &["--exec", "/etc/passwd"]); // exists, not executable
+    assert_eq!(find(&events, "exec_failed")["errno"], "EACCES");
+    assert_eq!(summary(&events)["code"], 126);
+}
+
+#[test]
+fn ctrl_c_kills_and_reaps_the_child_then_dies_by_sigint() {
+    let mut demo = Running::start(cargo_bin!("fork_exec_wait"), &["--exec", "sleep", "30"]);
+    let child = pid_of(&demo.wait_for("exec_seen")["child"]);
+    demo.interrupt();
+    let (status, events) = demo.finish();
+    // Reaped by the demo itself: not even a zombie waits for init.
+    assert_interrupted_cleanly(status, &[child]);
+    assert_eq!(find(&events, "wait")["signal"], "SIGINT");
+}
+
+#[test]
+fn signals_ignored_at_start_stay_ignored_in_the_exec_d_program() {
+    // nohup starts the demo with SIGHUP ignored; the demo catches SIGHUP for its own
+    // cleanup, but must hand the ignored disposition down, as exec would.
+    let output = std::process::Command::new("nohup")
+        .arg(cargo_bin!("fork_exec_wait"))
+        .args(["--exec", "grep", "SigIgn", "/proc/self/status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nohup runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mask = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).expect("a hex mask"))
+        .unwrap_or_else(|| panic!("no SigIgn line: {stdout}"));
+    assert_eq!(mask & 1, 1, "SIGHUP (bit 0) is still ignored: {mask:#x}");
+    assert_eq!(
+        mask & (1 << 12),
+        0,
+        "SIGPIPE (bit 12) is back to default: {mask:#x}"
+    );
+}
+
+#[test]
 fn command_name_changes_at_exec_while_pid_stays() {
     let mut demo = Running::start(cargo_bin!("fork_exec_wait"), &["--exec", "sleep", "1"]);
     let child = pid_of(&demo.wait_for("fork")["child"]);

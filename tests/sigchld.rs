@@ -146,6 +146,8 @@ fn ignoring_sigchld_leaves_no_status_to_collect() {
     let wait = find(&events, "wait_ignored");
     assert_eq!(wait["errno"], "ECHILD");
     assert_eq!(wait["gone"], 10);
+    assert_eq!(wait["zombies"], 0);
+    assert_eq!(summary(&events)["reaped"], 10);
     assert_eq!(summary(&events)["reaped_by"], "kernel");
 }
 
@@ -158,8 +160,16 @@ fn ctrl_c_leaves_no_process_and_no_zombie() {
         );
         let children = pids_in(&demo.wait_for("forked")["pids"]);
         demo.interrupt();
-        let (status, _) = demo.finish();
+        let (status, events) = demo.finish();
         assert_interrupted_cleanly(status, &children);
+        assert_eq!(find(&events, "interrupted")["signal"], "SIGINT", "{reaper}");
+        assert_eq!(summary(&events)["interrupted"], "SIGINT");
+        if let Some(left) = events.iter().find(|e| e["event"] == "zombies_left") {
+            assert!(
+                !left["text"].as_str().expect("text").contains("the bug"),
+                "{reaper}: {left}"
+            );
+        }
     }
 }
 

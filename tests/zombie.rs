@@ -100,6 +100,18 @@ fn many_children_all_reaped() {
 }
 
 #[test]
+fn the_kernel_keeps_only_eight_bits_of_an_exit_status() {
+    let events = run_json(demo(), &["--children", "300", "--hold", "0"]);
+    let statuses = summary(&events)["statuses"]
+        .as_array()
+        .expect("statuses")
+        .clone();
+    assert_eq!(statuses[0], 7);
+    assert_eq!(statuses[249], 0, "_exit(256) is reported as 0");
+    assert_eq!(statuses[299], 50, "_exit(306) is reported as 306 % 256");
+}
+
+#[test]
 fn text_mode_prints_the_ps_command() {
     run(demo(), &["--hold", "0"])
         .success()

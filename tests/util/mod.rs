@@ -259,6 +259,10 @@ pub fn assert_quiet_into_closed_pipe(path: &Path, arg_lists: &[&[&str]]) {
     for args in arg_lists {
         let (status, stderr) = run_into_closed_pipe(path, args);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("Broken pipe"),
+            "{args:?}: nobody may complain: {stderr}"
+        );
         assert!(status.success(), "{args:?}: {status:?} {stderr}");
     }
 }
