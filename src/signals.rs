@@ -145,12 +145,14 @@ pub fn stop_requested() -> Option<Signal> {
     STOP_SIGNALS.into_iter().find(|&stop| count(stop) > 0)
 }
 
-/// If a stop signal has arrived, dies by it now, with its default action; otherwise
-/// returns. Call it once everything the demo made has been cleaned up.
+/// If a stop signal has arrived, dies by it now, with its default action, after killing
+/// and reaping any child still left; otherwise returns. Call it once everything else the
+/// demo made has been cleaned up.
 ///
 /// # References: raise(3), signal(7)
 pub fn exit_if_stopped() {
     let Some(stop) = stop_requested() else { return };
+    crate::child::end_all_children(); // whatever the demo did not reap yet
     restore_default(stop);
     let _ = set_blocked(stop, false);
     let _ = signal::raise(stop);

@@ -94,6 +94,12 @@ pub fn proc_status(pid: i32, field: &str) -> Option<String> {
     })
 }
 
+/// `/proc/<pid>/wchan`, the kernel function the process sleeps in, or None.
+pub fn proc_wchan(pid: i32) -> Option<String> {
+    let place = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    Some(place.trim().to_owned())
+}
+
 /// `/proc/<pid>/comm`, the command name, or None.
 pub fn proc_comm(pid: i32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -163,9 +169,18 @@ impl Running {
 
     /// Waits for the first event called `name` (it may have come already).
     pub fn wait_for(&mut self, name: &str) -> Value {
+        self.wait_for_where(name, |_| true)
+    }
+
+    /// Waits for the first event called `name` for which `test` holds.
+    pub fn wait_for_where(&mut self, name: &str, test: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + TIME_LIMIT;
         loop {
-            if let Some(event) = self.seen.iter().find(|event| event["event"] == name) {
+            if let Some(event) = self
+                .seen
+                .iter()
+                .find(|event| event["event"] == name && test(event))
+            {
                 return event.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
