@@ -23,7 +23,7 @@ use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, pipe2, read, write};
 use proclab::inspect::{fd_target, wait_for_state, wchan};
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
-use proclab::{child, cli, measure, narrate};
+use proclab::{child, cli, measure, narrate, signals};
 use serde::{Deserialize, Serialize};
 
 /// Send records through an anonymous pipe and watch EOF, capacity, atomicity, SIGPIPE.
@@ -102,7 +102,10 @@ fn main() -> ExitCode {
         cli::usage_error("--timeout must be between 0.1 and 60 seconds");
     }
     narrate::init(args.json, "parent");
-    cli::exit_code(if args.capacity {
+    if let Err(error) = signals::catch_stop_signals() {
+        return cli::exit_code(Err(error.into()));
+    }
+    let result = if args.capacity {
         capacity(args.resize)
     } else if args.atomic {
         atomic(args.records.unwrap_or(100_000))
@@ -116,7 +119,9 @@ fn main() -> ExitCode {
             args.forget_close,
             args.timeout,
         )
-    })
+    };
+    signals::exit_if_stopped(); // Ctrl-C: children killed and reaped; now die by SIGINT
+    cli::exit_code(result)
 }
 
 /// What the reading child reports to the parent.
