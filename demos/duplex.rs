@@ -9,16 +9,16 @@
 //!          asleep in pipe_write until the watchdog ends them.
 //! Book:    book/src/pipes/duplex.md
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, read, write};
+use nix::unistd::{ForkResult, Pid, fork, getpid, pipe};
+use proclab::fdio::{read_exact, write_all};
 use proclab::inspect::{inspect, wchan};
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Tag, encode};
@@ -272,32 +272,6 @@ fn serve(ends: &Ends) -> anyhow::Result<i32> {
     Ok(0)
 }
 // ANCHOR_END: serve
-
-/// Reads exactly `buffer.len()` bytes; false at EOF before the first byte.
-fn read_exact(fd: &impl AsFd, buffer: &mut [u8]) -> anyhow::Result<bool> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match read(fd, &mut buffer[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => bail!("EOF in the middle of a message"),
-            Ok(n) => filled += n,
-            Err(Errno::EINTR) if signals::stop_requested().is_none() => {}
-            Err(error) => return Err(error).context("read"),
-        }
-    }
-    Ok(true)
-}
-
-fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
-    while !bytes.is_empty() {
-        match write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EINTR) if signals::stop_requested().is_none() => {}
-            Err(error) => return Err(error).context("write"),
-        }
-    }
-    Ok(())
-}
 
 /// `--deadlock`: two processes, two pipes; each writes `size` bytes to the other before
 /// reading anything. The demo watches them from outside.

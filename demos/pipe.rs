@@ -20,6 +20,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, pipe2, read, write};
+use proclab::fdio::write_all;
 use proclab::inspect::{fd_target, wait_for_state, wchan};
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
@@ -258,17 +259,6 @@ fn explain_the_hang(read_end: &OwnedFd, write_end: &OwnedFd, timeout: Duration) 
             read_end.as_raw_fd(),
             write_end.as_raw_fd()
         ));
-}
-
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> anyhow::Result<()> {
-    while !bytes.is_empty() {
-        match write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EINTR) => {}
-            Err(error) => return Err(error).context("write"),
-        }
-    }
-    Ok(())
 }
 
 /// Fills a non-blocking pipe until write() says EAGAIN; returns the bytes it took.

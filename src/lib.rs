@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod fdio;
 pub mod inspect;
 pub mod measure;
 pub mod names;

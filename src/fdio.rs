@@ -1,0 +1,46 @@
+//! fdio — whole messages over raw descriptors.
+//!
+//! `write(2)` on a pipe or socket may write less than asked, `read(2)` may return part of
+//! a message, and both fail with EINTR when a caught signal arrives. The demos that move
+//! messages need the loop that handles all three; it lives here once. A stop signal
+//! (Ctrl-C) is not retried: the EINTR goes up, and the demo cleans up.
+
+use std::os::fd::AsFd;
+
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::unistd::{read, write};
+
+use crate::signals;
+
+/// Writes all of `bytes`, however many `write(2)` calls it takes.
+///
+/// # References: write(2)
+pub fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
+    while !bytes.is_empty() {
+        match write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) if signals::stop_requested().is_none() => {}
+            Err(error) => return Err(error).context("write"),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buffer` exactly; returns false at EOF before the first byte, fails at EOF in the
+/// middle.
+///
+/// # References: read(2)
+pub fn read_exact(fd: &impl AsFd, buffer: &mut [u8]) -> anyhow::Result<bool> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match read(fd, &mut buffer[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => bail!("EOF after {filled} of {} bytes", buffer.len()),
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) if signals::stop_requested().is_none() => {}
+            Err(error) => return Err(error).context("read"),
+        }
+    }
+    Ok(true)
+}
