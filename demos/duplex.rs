@@ -50,12 +50,13 @@ struct Args {
     deadlock: bool,
 
     /// With --deadlock: the size of each side's message (65537-16777216 bytes).
-    #[arg(long, value_name = "BYTES", default_value_t = 262_144,
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144, requires = "deadlock",
           value_parser = clap::value_parser!(u64).range(65_537..=16_777_216))]
     message: u64,
 
     /// With --deadlock: how long both must sleep in write() to call it a deadlock (0-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds,
+          requires = "deadlock")]
     watchdog: Duration,
 
     /// Print the timeline as JSON Lines.
@@ -217,6 +218,7 @@ fn round_trips(transport: Transport, rounds: u64) -> anyhow::Result<serde_json::
     let mut response = [0u8; MESSAGE];
     let total = warm_up(rounds) + rounds;
     for seq in 0..total {
+        signals::bail_if_stopped()?;
         let start = Instant::now();
         write_all(mine.write_end(), &encode(Tag { writer: 0, seq }, MESSAGE))?;
         if !read_exact(&mine.read, &mut response)? {
@@ -313,13 +315,16 @@ fn deadlock(size: usize, watchdog: Duration) -> anyhow::Result<()> {
     }
     event("summary")
         .field("deadlock_detected", asleep.is_some())
-        .field("wchan", asleep.unwrap_or_default())
+        .field("wchan", asleep.clone().unwrap_or_default())
         .field("message_bytes", size)
-        .say(
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
+        .say(if asleep.is_some() {
             "summary: each side waited for the other to read: a deadlock. Avoid it with poll() and \
-         non-blocking writes, a thread (or process) per direction, or a protocol that never has \
-         both sides writing more than the pipe holds",
-        );
+             non-blocking writes, a thread (or process) per direction, or a protocol that never has \
+             both sides writing more than the pipe holds"
+        } else {
+            "summary: no deadlock was confirmed (interrupted, or a side got past its write)"
+        });
     Ok(())
 }
 

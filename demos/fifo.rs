@@ -84,24 +84,42 @@ enum Role {
         #[arg(long, value_name = "K", default_value_t = 1000,
               value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         records: u64,
+        /// Keep the FIFO open until its name is removed (the demo asks for it).
+        #[arg(long, hide = true)]
+        linger: bool,
         /// The demo's clock, in CLOCK_MONOTONIC ns.
         #[arg(long, hide = true)]
         t0: Option<u64>,
     },
 }
 
+/// Starts the timeline: on the demo's clock when the demo started us, else a new one.
+fn start_clock(json: bool, role: &'static str, t0: Option<u64>) {
+    match t0 {
+        Some(start) => narrate::init_at(json, role, start),
+        None => narrate::init(json, role),
+    }
+}
+
 const RECORD: usize = 64;
+const DEFAULT_DELAY: Duration = Duration::from_millis(300);
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
+    let demo_options = args.records != 1000 || args.writer_first || args.delay != DEFAULT_DELAY;
+    if args.role.is_some() && demo_options {
+        cli::usage_error(
+            "--records, --writer-first and --delay before `reader`/`writer` belong to the demo; give `writer` its own --records",
+        );
+    }
     match args.role {
         Some(Role::Reader {
             ref path,
             expect,
             t0,
         }) => {
-            narrate::init_at(args.json, "reader", t0.unwrap_or_else(narrate::start_ns));
-            match reader(path, expect) {
+            start_clock(args.json, "reader", t0);
+            match reader(path, expect, t0.is_none()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(3),
                 Err(error) => cli::exit_code(Err(error)),
@@ -110,12 +128,16 @@ fn main() -> ExitCode {
         Some(Role::Writer {
             ref path,
             records,
+            linger,
             t0,
         }) => {
-            narrate::init_at(args.json, "writer", t0.unwrap_or_else(narrate::start_ns));
-            cli::exit_code(writer(path, records))
+            start_clock(args.json, "writer", t0);
+            cli::exit_code(writer(path, records, linger, t0.is_none()))
         }
         None => {
+            if args.delay > Duration::from_secs(60) {
+                cli::usage_error("--delay is at most 60 seconds");
+            }
             narrate::init(args.json, "demo");
             let result = demo(&args);
             signals::exit_if_stopped(); // Ctrl-C: children reaped, directory gone
@@ -199,11 +221,14 @@ fn demo(args: &Args) -> anyhow::Result<()> {
         .field("removed_while_open", both_open)
         .field("dir_gone", !dir.path().exists())
         .field("interrupted", signals::stop_requested().map(Signal::as_str))
-        .say(format!(
-            "summary: {} records from writer to reader through {}; the reader counted each exactly once: {reader_ok}",
-            args.records,
-            path.display()
-        ));
+        .say(match signals::stop_requested() {
+            Some(stop) => format!("summary: interrupted by {stop}; both sides ended, the FIFO removed"),
+            None => format!(
+                "summary: {} records from writer to reader through {}; the reader counted each exactly once: {reader_ok}",
+                args.records,
+                path.display()
+            ),
+        });
     Ok(())
 }
 
@@ -221,6 +246,9 @@ fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
     } else {
         "--records"
     };
+    if role == "writer" {
+        argv.push("--linger".to_owned()); // keep the FIFO open until its name is gone
+    }
     argv.extend([
         count.to_owned(),
         records.to_string(),
@@ -265,11 +293,11 @@ fn wait_until_open(started: &[(&str, Pid)], path: &Path) -> bool {
             .any(|fd| fd_target(pid.as_raw(), fd).is_some_and(|target| Path::new(&target) == path))
     };
     while Instant::now() < deadline && signals::stop_requested().is_none() {
-        if started
-            .iter()
-            .all(|(_, pid)| has_it_open(*pid) || !running(pid.as_raw()))
-        {
+        if started.iter().all(|(_, pid)| has_it_open(*pid)) {
             return true;
+        }
+        if started.iter().any(|(_, pid)| !running(pid.as_raw())) {
+            return false; // one side ended early (an error): no rendezvous
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -319,22 +347,28 @@ fn open_end(path: &Path, end: OFlag) -> anyhow::Result<OwnedFd> {
 }
 // ANCHOR_END: open
 
-fn writer(path: &Path, records: u64) -> anyhow::Result<()> {
+fn writer(path: &Path, records: u64, linger: bool, alone: bool) -> anyhow::Result<()> {
     let fifo = open_end(path, OFlag::O_WRONLY)?;
     for seq in 0..records {
         let record = encode(Tag { writer: 0, seq }, RECORD);
         let written = write(&fifo, &record).context("write")?;
         anyhow::ensure!(written == RECORD, "short write"); // RECORD <= PIPE_BUF: all or nothing
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while linger && path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1)); // the demo removes the name, then we close
+    }
     drop(fifo);
-    event("closed").field("records", records).say(format!(
-        "wrote {records} records, closed: the reader will see EOF"
-    ));
+    event(if alone { "summary" } else { "closed" })
+        .field("records", records)
+        .say(format!(
+            "wrote {records} records, closed: the reader will see EOF"
+        ));
     Ok(())
 }
 
 /// Reads records until EOF; returns whether they arrived exactly once.
-fn reader(path: &Path, expect: Option<u64>) -> anyhow::Result<bool> {
+fn reader(path: &Path, expect: Option<u64>, alone: bool) -> anyhow::Result<bool> {
     let fifo = open_end(path, OFlag::O_RDONLY)?;
     let (mut decoder, mut ledger) = (Decoder::default(), Ledger::new());
     let mut buffer = vec![0u8; 65_536];
@@ -353,9 +387,11 @@ fn reader(path: &Path, expect: Option<u64>) -> anyhow::Result<bool> {
     }
     let sent = expect.unwrap_or(highest.map_or(0, |seq| seq + 1));
     let tally = ledger.check(&[sent]);
-    event("received").fields(tally).say(format!(
-        "EOF: {} records received, {} missing, {} duplicated, {} torn",
-        tally.received, tally.missing, tally.duplicates, tally.torn
-    ));
+    event(if alone { "summary" } else { "received" })
+        .fields(tally)
+        .say(format!(
+            "EOF: {} records received, {} missing, {} duplicated, {} torn",
+            tally.received, tally.missing, tally.duplicates, tally.torn
+        ));
     Ok(tally.exactly_once() && tally.torn == 0 && decoder.leftover() == 0)
 }

@@ -63,23 +63,24 @@ struct Args {
     bandwidth: bool,
 
     /// With --capacity: the size to ask for with F_SETPIPE_SZ, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 262_144,
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144, requires = "capacity",
           value_parser = clap::value_parser!(u64).range(4096..=1 << 30))]
     resize: u64,
 
     /// With --bandwidth: bytes per write (1-1048576).
-    #[arg(long, value_name = "BYTES", default_value_t = 65_536,
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536, requires = "bandwidth",
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     chunk: u64,
 
     /// With --bandwidth: MiB sent per run (1-4096).
-    #[arg(long, value_name = "MIB", default_value_t = 256,
+    #[arg(long, value_name = "MIB", default_value_t = 256, requires = "bandwidth",
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     mebibytes: u64,
 
     /// With --forget-close: how long the reader waits with neither data nor EOF before it
     /// calls it a hang (0.1-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds,
+          requires = "forget_close")]
     timeout: Duration,
 
     /// Print the timeline as JSON Lines.
@@ -171,6 +172,7 @@ fn records(count: u64, forget_close: bool, timeout: Duration) -> anyhow::Result<
 
     // ANCHOR: write
     for seq in 0..count {
+        signals::bail_if_stopped()?;
         let record = encode(Tag { writer: 0, seq }, RECORD);
         write_all(&write_end, &record)?;
     }
@@ -266,7 +268,7 @@ fn explain_the_hang(read_end: &OwnedFd, write_end: &OwnedFd, timeout: Duration) 
 fn fill(write_end: &OwnedFd) -> anyhow::Result<usize> {
     let mut total = 0;
     for chunk in [4096, 1] {
-        // 4096 bytes at a time, then byte by byte into the last partly filled page.
+        // 4096 bytes at a time, then byte by byte, to be sure not even one more byte fits.
         loop {
             match write(write_end, &vec![b'x'; chunk]) {
                 Ok(n) => total += n,
@@ -414,6 +416,7 @@ fn atomic(total: u64) -> anyhow::Result<()> {
     let (mut small_torn, mut large_torn) = (0u64, 0u64);
     let mut buffer = vec![0u8; 1 << 20];
     loop {
+        signals::bail_if_stopped()?;
         let n = read(&read_end, &mut buffer).context("read")?;
         if n == 0 {
             break;
@@ -544,6 +547,7 @@ fn bandwidth_sample(
     let start = Instant::now();
     let mut timed = 0u64;
     loop {
+        signals::bail_if_stopped()?;
         let n = read(&read_end, &mut buffer).context("read")? as u64;
         if n == 0 {
             break;

@@ -11,7 +11,7 @@
 //! The `fork()` itself stays in the demos, where it is the lesson.
 
 use std::any::Any;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 
@@ -39,7 +39,11 @@ use crate::signals;
 pub fn run(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     exit_after(|| {
         die_with_parent(parent)?;
-        body()
+        match body() {
+            // A child whose parent is gone (killed: SIGKILL follows) has nobody to tell.
+            Err(_) if getppid() != parent => Ok(1),
+            result => result,
+        }
     })
 }
 
@@ -77,12 +81,11 @@ fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
 /// # References: waitpid(2), signal(7) "Interruption of system calls"
 pub fn wait_or_kill(pid: Pid) -> anyhow::Result<WaitStatus> {
     loop {
+        if signals::stop_requested().is_some() {
+            let _ = signal::kill(pid, Signal::SIGKILL); // the stop came before the wait
+        }
         match nix::sys::wait::waitpid(pid, None) {
-            Err(nix::errno::Errno::EINTR) => {
-                if signals::stop_requested().is_some() {
-                    let _ = signal::kill(pid, Signal::SIGKILL);
-                }
-            }
+            Err(nix::errno::Errno::EINTR) => {}
             other => return other.with_context(|| format!("waitpid({pid})")),
         }
     }
@@ -141,11 +144,17 @@ impl ResultWriter {
 impl ResultReader {
     /// Reads the child's value; fails if the child ended without sending one.
     pub fn receive<T: DeserializeOwned>(self) -> anyhow::Result<T> {
-        let mut text = String::new();
-        std::fs::File::from(self.0)
-            .read_to_string(&mut text)
-            .context("read result")?;
-        serde_json::from_str(&text).context("the child sent no result")
+        let mut text = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match nix::unistd::read(&self.0, &mut buffer) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&buffer[..n]),
+                Err(nix::errno::Errno::EINTR) if signals::stop_requested().is_none() => {}
+                Err(error) => return Err(error).context("read result"),
+            }
+        }
+        serde_json::from_slice(&text).context("the child sent no result")
     }
 }
 

@@ -58,11 +58,23 @@ fn self_pipe() -> nix::Result<BorrowedFd<'static>> {
         return Ok(read_end.as_fd());
     }
     let (read_end, write_end) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    // Out of the way of the demo's own descriptors (a demo's first pipe is still 3 and 4,
+    // as the book says).
+    let (read_end, write_end) = (out_of_the_way(read_end)?, out_of_the_way(write_end)?);
     WAKE_WRITE.store(
         std::os::fd::IntoRawFd::into_raw_fd(write_end),
         Ordering::SeqCst,
     );
     Ok(WAKE_READ.get_or_init(|| read_end).as_fd())
+}
+
+/// The self-pipe's descriptors are numbered from here up.
+const HIGH_FD: i32 = 100;
+
+fn out_of_the_way(fd: OwnedFd) -> nix::Result<OwnedFd> {
+    let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(high) })
 }
 
 /// Installs the counting handler for `signal` (with SA_NOCLDSTOP for SIGCHLD: only
@@ -145,6 +157,15 @@ pub fn stop_requested() -> Option<Signal> {
     STOP_SIGNALS.into_iter().find(|&stop| count(stop) > 0)
 }
 
+/// An error if a stop signal has arrived: for loops that never block (and so never see
+/// EINTR), to stop early and let the demo clean up.
+pub fn bail_if_stopped() -> anyhow::Result<()> {
+    match stop_requested() {
+        Some(stop) => anyhow::bail!("interrupted by {stop}"),
+        None => Ok(()),
+    }
+}
+
 /// If a stop signal has arrived, dies by it now, with its default action, after killing
 /// and reaping any child still left; otherwise returns. Call it once everything else the
 /// demo made has been cleaned up.
@@ -190,6 +211,12 @@ pub fn sleep(duration: Duration) -> bool {
 /// the parent's counts, so that Ctrl-C ends the child as it ends any program and the child
 /// never wakes the parent's self-pipe.
 pub fn reset_after_fork() {
+    // A child has no use for the parent's self-pipe: close both ends, so that it neither
+    // wakes the parent nor shows a stray pipe in /proc/<pid>/fd.
+    if let Some(read_end) = WAKE_READ.get() {
+        let _ = nix::unistd::close(std::os::fd::AsRawFd::as_raw_fd(read_end));
+        let _ = nix::unistd::close(WAKE_WRITE.swap(-1, Ordering::SeqCst));
+    }
     for caught in STOP_SIGNALS.into_iter().chain([Signal::SIGCHLD]) {
         if INHERITED_IGNORE[caught as usize].load(Ordering::SeqCst) {
             let _ = ignore(caught);

@@ -93,6 +93,23 @@ fn ctrl_c_leaves_no_process() {
 }
 
 #[test]
+fn sigterm_to_the_demo_alone_stops_the_round_trips() {
+    let mut demo = Running::start(
+        cargo_bin!("duplex"),
+        &["--rounds", "1000000", "--transport", "pipes"],
+    );
+    let server = pid_of(&demo.wait_for("fork")["child"]);
+    let start = std::time::Instant::now();
+    demo.terminate();
+    let (status, _) = demo.finish();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "stopped, not finished"
+    );
+    assert_stopped_cleanly(status, libc::SIGTERM, &[server]);
+}
+
+#[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
@@ -101,7 +118,8 @@ fn help_and_bad_arguments() {
         &["--rounds", "0"][..],
         &["--transport", "carrier-pigeon"],
         &["--deadlock", "--message", "100"],
-        &["--watchdog", "61"],
+        &["--deadlock", "--watchdog", "61"],
+        &["--message", "70000"], // only with --deadlock
     ] {
         assert_usage_error(demo(), args);
     }

@@ -73,6 +73,11 @@ fn the_fifo_is_private_and_removed_once_both_ends_are_open() {
     let dir = mkfifo["dir"].as_str().expect("dir");
     assert!(dir.contains("proclab."), "{dir}");
     assert_eq!(find(&events, "unlinked")["dir_gone"], true);
+    let position = |name: &str| events.iter().position(|e| e["event"] == name).expect(name);
+    assert!(
+        position("unlinked") < position("closed"),
+        "removed while the writer still had it open"
+    );
     assert_eq!(summary(&events)["removed_while_open"], true);
     assert_eq!(find(&events, "enxio")["errno"], "ENXIO");
 }
@@ -160,6 +165,46 @@ fn ctrl_c_leaves_no_process_and_no_fifo() {
 }
 
 #[test]
+fn sigterm_to_the_demo_alone_ends_its_children_and_removes_the_fifo() {
+    let mut demo = Running::start(cargo_bin!("fifo"), &["--delay", "30"]);
+    let path = demo.wait_for("mkfifo")["path"]
+        .as_str()
+        .expect("path")
+        .to_owned();
+    let reader = pid_of(&demo.wait_for("start")["child"]);
+    demo.wait_for("open");
+    demo.terminate(); // the reader is not signalled: the demo must end it
+    let (status, _) = demo.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &[reader]);
+    assert!(!Path::new(&path).parent().expect("dir").exists());
+}
+
+#[test]
+fn alone_reader_and_writer_speak_json_and_end_with_a_summary() {
+    let dir = std::env::temp_dir().join(format!("proclab-test-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let fifo = dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let shown = fifo.display().to_string();
+    let reader = std::thread::spawn({
+        let shown = shown.clone();
+        move || run_json(demo(), &["reader", &shown])
+    });
+    let written = run_json(demo(), &["writer", &shown, "--records", "5"]);
+    assert_eq!(summary(&written)["records"], 5);
+    let read = reader.join().expect("reader");
+    assert_eq!(summary(&read)["received"], 5);
+    assert_eq!(summary(&read)["missing"], 0);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
@@ -173,6 +218,8 @@ fn help_and_bad_arguments() {
         &["talker"],
         &["reader"],
         &["writer", "/tmp/x", "--records", "0"],
+        &["--delay", "61"],
+        &["--records", "5", "writer", "/tmp/x"], // the demo's --records, not the writer's
     ] {
         assert_usage_error(demo(), args);
     }

@@ -132,6 +132,21 @@ fn ctrl_c_in_the_middle_leaves_no_process() {
 }
 
 #[test]
+fn sigterm_to_the_demo_alone_ends_it_promptly() {
+    let mut demo = Running::start(cargo_bin!("pipe"), &["--forget-close", "--timeout", "30"]);
+    let reader = pid_of(&demo.wait_for("fork")["child"]);
+    demo.wait_for("wrote");
+    let start = std::time::Instant::now();
+    demo.terminate();
+    let (status, _) = demo.finish();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "not the 30 s of the timeout"
+    );
+    assert_stopped_cleanly(status, libc::SIGTERM, &[reader]);
+}
+
+#[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
@@ -142,6 +157,7 @@ fn help_and_bad_arguments() {
         &["--chunk", "0"],
         &["--timeout", "0"],
         &["--mebibytes", "5000"],
+        &["--resize", "100000"], // a flag of another mode
     ] {
         assert_usage_error(demo(), args);
     }

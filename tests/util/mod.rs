@@ -224,6 +224,14 @@ impl Running {
         assert_eq!(result, 0, "kill(-{}, SIGINT)", self.pid());
     }
 
+    /// SIGTERM to the demo's own process only, as `kill PID` sends it: its children get
+    /// nothing, so the demo itself must end them.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) signals one process; no memory is involved.
+        let result = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        assert_eq!(result, 0, "kill({}, SIGTERM)", self.pid());
+    }
+
     /// Sends SIGKILL to the demo's own process (not to its children) and reaps it.
     pub fn kill(mut self) -> ExitStatus {
         self.process.kill().expect("kill the demo");
@@ -298,10 +306,15 @@ pub fn assert_usage_error(demo: assert_cmd::Command, args: &[&str]) {
 /// Checks the Ctrl-C contract: the demo died by SIGINT (as the shell must see it), after
 /// reaping every process it made: none of `pids` is left, not even as a zombie.
 pub fn assert_interrupted_cleanly(status: ExitStatus, pids: &[i32]) {
+    assert_stopped_cleanly(status, libc::SIGINT, pids);
+}
+
+/// Like [`assert_interrupted_cleanly`], for any stop signal (SIGINT, SIGTERM).
+pub fn assert_stopped_cleanly(status: ExitStatus, signal: i32, pids: &[i32]) {
     assert_eq!(
         status.signal(),
-        Some(libc::SIGINT),
-        "the demo dies by SIGINT: {status:?}"
+        Some(signal),
+        "the demo dies by signal {signal}: {status:?}"
     );
     for &pid in pids {
         // At once: the demo reaped it before dying (init would take a while, and a
