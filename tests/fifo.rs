@@ -101,8 +101,8 @@ fn reader_and_writer_are_separate_programs_of_the_demo() {
 
 #[test]
 fn anything_but_a_fifo_is_refused() {
-    let dir = std::env::temp_dir().join(format!("proclab-test-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("test dir");
+    let scratch = Scratch::new("fifo");
+    let dir = scratch.0.clone();
     let regular = dir.join("regular");
     std::fs::write(&regular, "not a fifo").expect("file");
     let link = dir.join("link");
@@ -125,7 +125,6 @@ fn anything_but_a_fifo_is_refused() {
         "not a fifo",
         "the file was not touched"
     );
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
@@ -181,8 +180,8 @@ fn sigterm_to_the_demo_alone_ends_its_children_and_removes_the_fifo() {
 
 #[test]
 fn alone_reader_and_writer_speak_json_and_end_with_a_summary() {
-    let dir = std::env::temp_dir().join(format!("proclab-test-alone-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("test dir");
+    let scratch = Scratch::new("alone");
+    let dir = scratch.0.clone();
     let fifo = dir.join("fifo");
     assert!(
         std::process::Command::new("mkfifo")
@@ -201,7 +200,6 @@ fn alone_reader_and_writer_speak_json_and_end_with_a_summary() {
     let read = reader.join().expect("reader");
     assert_eq!(summary(&read)["received"], 5);
     assert_eq!(summary(&read)["missing"], 0);
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]

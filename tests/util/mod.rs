@@ -332,3 +332,21 @@ pub fn pids_in(value: &Value) -> Vec<i32> {
         .map(pid_of)
         .collect()
 }
+
+/// A scratch directory for one test, removed when dropped — even when the test fails.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// Creates `$TMPDIR/proclab-test-<name>-<pid>`.
+    pub fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("proclab-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("scratch dir");
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
