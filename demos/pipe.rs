@@ -38,7 +38,8 @@ use serde::{Deserialize, Serialize};
                         pipe --atomic\n  pipe --sigpipe\n  pipe --bandwidth --chunk 4096"
 )]
 struct Args {
-    /// Records to send (1-1000000; default 1000, or 100000 with --atomic).
+    /// Records to send (1-1000000; default 1000, or 100000 with --atomic, where it is
+    /// rounded up to a multiple of the 4 writers).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     records: Option<u64>,
 
