@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 
 use anyhow::Context;
@@ -80,11 +80,19 @@ fn exit_after(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
 ///
 /// # References: waitpid(2), signal(7) "Interruption of system calls"
 pub fn wait_or_kill(pid: Pid) -> anyhow::Result<WaitStatus> {
+    // Waiting in poll on a pidfd and the signal self-pipe, rather than in a blocking
+    // waitpid, leaves no window where a stop signal could come unseen.
+    let pidfd = pidfd_open(pid).ok();
     loop {
         if signals::stop_requested().is_some() {
-            let _ = signal::kill(pid, Signal::SIGKILL); // the stop came before the wait
+            let _ = signal::kill(pid, Signal::SIGKILL);
         }
-        match nix::sys::wait::waitpid(pid, None) {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                let pidfd = pidfd.as_ref().map(std::os::fd::AsFd::as_fd);
+                signals::wait_readable(pidfd, std::time::Duration::from_millis(100));
+                // (readable or not, the loop checks for a stop and the child's end again)
+            }
             Err(nix::errno::Errno::EINTR) => {}
             other => return other.with_context(|| format!("waitpid({pid})")),
         }
@@ -147,6 +155,12 @@ impl ResultReader {
         let mut text = Vec::new();
         let mut buffer = [0u8; 4096];
         loop {
+            // poll first (with the signal self-pipe): a stop cannot slip in before the read.
+            signals::bail_if_stopped()?;
+            if !signals::wait_readable(Some(self.0.as_fd()), std::time::Duration::from_millis(100))
+            {
+                continue;
+            }
             match nix::unistd::read(&self.0, &mut buffer) {
                 Ok(0) => break,
                 Ok(n) => text.extend_from_slice(&buffer[..n]),

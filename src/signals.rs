@@ -180,6 +180,28 @@ pub fn exit_if_stopped() {
     std::process::exit(128 + stop as i32); // only if the signal could not kill us
 }
 
+/// Waits until `fd` is readable (or at EOF), a caught signal arrives, or `timeout` passes
+/// — whichever comes first; returns whether `fd` is readable. Race-free: a signal that
+/// came just before the call has left a byte in the self-pipe, so `poll` returns at once.
+/// Check [`stop_requested`] before calling it again.
+///
+/// # References: poll(2)
+pub fn wait_readable(fd: Option<BorrowedFd>, timeout: Duration) -> bool {
+    let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    let mut fds: Vec<PollFd> = fd
+        .into_iter()
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    let watched = fds.len();
+    if let Some(wake) = WAKE_READ.get() {
+        fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+    }
+    let _ = poll(&mut fds, PollTimeout::from(millis));
+    let ready = fds[..watched].iter().any(|fd| fd.any().unwrap_or(false));
+    drain_wakeups();
+    ready
+}
+
 /// Sleeps for `duration`, or less if a stop signal arrives; returns true if it slept the
 /// whole time. It waits in `poll` on the self-pipe, so a signal cannot slip in unseen
 /// between a check and the sleep.
