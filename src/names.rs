@@ -9,6 +9,23 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Uid, mkdtemp};
 
+/// A name for a POSIX IPC object (message queue, shared memory) that no other user or run
+/// will pick: `/proclab.<uid>.<pid>.<random>`. Create the object with `O_CREAT | O_EXCL`
+/// and mode 0600, and unlink it as soon as every participant has it open.
+///
+/// # References: mq_overview(7), shm_overview(7)
+pub fn ipc_name() -> String {
+    let mut random = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| std::io::Read::read_exact(&mut source, &mut random));
+    format!(
+        "/proclab.{}.{}.{:08x}",
+        Uid::current(),
+        std::process::id(),
+        u32::from_le_bytes(random)
+    )
+}
+
 /// A fresh directory, mode 0700, removed with everything in it when dropped (or earlier,
 /// with [`PrivateDir::remove`]).
 pub struct PrivateDir {
@@ -55,6 +72,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn ipc_names_are_per_user_per_run_and_unique() {
+        let (first, second) = (ipc_name(), ipc_name());
+        assert_ne!(first, second);
+        let prefix = format!("/proclab.{}.{}.", Uid::current(), std::process::id());
+        assert!(first.starts_with(&prefix), "{first}");
+        assert_eq!(
+            first.matches('/').count(),
+            1,
+            "one leading slash, as mq_open wants"
+        );
+    }
 
     #[test]
     fn a_private_dir_is_0700_unique_and_removed() {
