@@ -13,4 +13,5 @@ pub mod measure;
 pub mod names;
 pub mod narrate;
 pub mod record;
+pub mod shm;
 pub mod signals;

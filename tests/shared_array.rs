@@ -1,0 +1,203 @@
+//! shared_array: every lock gives the exact count, run after run; no lock loses updates;
+//! a robust mutex survives its holder's death; nothing is left in /dev/shm.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("shared_array")
+}
+
+fn row(events: &[serde_json::Value]) -> serde_json::Value {
+    summary(events)["strategies"][0].clone()
+}
+
+/// Entries in /dev/shm that look like ours.
+fn proclab_shm_objects() -> Vec<String> {
+    let entries = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten();
+    entries
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("proclab"))
+        .collect()
+}
+
+#[test]
+fn every_lock_is_exact_in_twenty_runs_of_twenty() {
+    // 250,000 additions by each of 4 workers: long enough that the workers overlap on
+    // both CPUs (without a lock, the same size lost updates in 9 runs of 10 here).
+    for lock in ["mutex", "semaphore", "atomic", "partitioned"] {
+        for run in 0..20 {
+            let events = run_json(
+                demo(),
+                &["--lock", lock, "--workers", "4", "--iterations", "250000"],
+            );
+            let row = row(&events);
+            assert_eq!(row["expected"], 1_000_000, "{lock}");
+            assert_eq!(row["got"], 1_000_000, "{lock}, run {run}: {row}");
+            assert_eq!(row["lost"], 0);
+        }
+    }
+}
+
+#[test]
+fn without_a_lock_updates_are_lost() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: one CPU, the workers never run at the same moment");
+        return;
+    }
+    // Measured on a 2-core VM: at 1,000,000 additions per worker, 10 runs of 10 lost
+    // between 190,000 and 2,700,000 of 4,000,000. At 2,000,000 a run that loses nothing
+    // would mean the workers never overlapped.
+    for _ in 0..3 {
+        let events = run_json(
+            demo(),
+            &[
+                "--lock",
+                "none",
+                "--workers",
+                "4",
+                "--iterations",
+                "2000000",
+            ],
+        );
+        let row = row(&events);
+        let (got, expected) = (
+            row["got"].as_u64().expect("got"),
+            row["expected"].as_u64().expect("expected"),
+        );
+        assert!(got < expected, "{row}");
+        assert_eq!(row["lost"].as_u64(), Some(expected - got));
+    }
+}
+
+#[test]
+fn false_sharing_gives_the_same_exact_result() {
+    let events = run_json(
+        demo(),
+        &[
+            "--lock",
+            "partitioned",
+            "--no-padding",
+            "--iterations",
+            "100000",
+        ],
+    );
+    assert_eq!(row(&events)["lock"], "partitioned --no-padding");
+    assert_eq!(row(&events)["lost"], 0);
+    assert_eq!(
+        find(&events, "array")["slots"],
+        serde_json::json!([100000, 100000, 100000, 100000])
+    );
+}
+
+#[test]
+fn a_robust_mutex_survives_its_holders_death() {
+    let events = run_json(
+        demo(),
+        &["--lock", "mutex", "--kill-holder", "--iterations", "100000"],
+    );
+    let killed = pid_of(&find(&events, "killed")["child"]);
+    assert_eq!(proc_state(killed), None, "the killed holder was reaped");
+    let recoveries = events.iter().filter(|e| e["event"] == "owner_died").count();
+    assert_eq!(recoveries, 1, "exactly one worker saw EOWNERDEAD");
+    let row = row(&events);
+    assert_eq!(
+        row["expected"], 300_000,
+        "the three surviving workers' work"
+    );
+    assert_eq!(row["got"], 300_000, "{row}");
+}
+
+#[test]
+fn all_strategies_make_one_table_and_leave_nothing_in_dev_shm() {
+    let before = proclab_shm_objects();
+    let events = run_json(demo(), &["--iterations", "10000"]);
+    let names: Vec<String> = summary(&events)["strategies"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["lock"].as_str().expect("lock").to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "none",
+            "mutex",
+            "semaphore",
+            "atomic",
+            "partitioned",
+            "partitioned --no-padding"
+        ]
+    );
+    for row in summary(&events)["strategies"].as_array().expect("rows") {
+        for field in [
+            "workers",
+            "iterations",
+            "expected",
+            "got",
+            "lost",
+            "seconds",
+            "ops_per_s",
+        ] {
+            assert!(row[field].is_number(), "{field} in {row}");
+        }
+    }
+    assert_eq!(proclab_shm_objects(), before);
+}
+
+#[test]
+fn ctrl_c_in_the_middle_leaves_no_worker() {
+    let mut demo = Running::start(
+        cargo_bin!("shared_array"),
+        &["--lock", "semaphore", "--iterations", "100000000"],
+    );
+    demo.wait_for("header");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let children = format!("/proc/{0}/task/{0}/children", demo.pid());
+    let listed = std::fs::read_to_string(children).unwrap_or_default();
+    let workers: Vec<i32> = listed
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .collect();
+    assert_eq!(workers.len(), 4, "the test sees the 4 workers in /proc");
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &workers);
+    assert!(proclab_shm_objects().is_empty());
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--kill-holder"));
+    for args in [
+        &["--workers", "0"][..],
+        &["--workers", "100000"],
+        &["--iterations", "0"],
+        &["--lock", "spinlock"],
+        &["--kill-holder"],
+        &["--lock", "atomic", "--no-padding"],
+        &["--lock", "mutex", "--kill-holder", "--workers", "1"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("shared_array"),
+        &[
+            &["--iterations", "1000"],
+            &["--json", "--iterations", "1000"],
+        ],
+    );
+}
