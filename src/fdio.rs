@@ -44,3 +44,13 @@ pub fn read_exact(fd: &impl AsFd, buffer: &mut [u8]) -> anyhow::Result<bool> {
     }
     Ok(true)
 }
+
+/// The bytes of a slice of f64, in memory order (little-endian here), to write them
+/// through a pipe without a copy into another buffer.
+pub fn f64_bytes(values: &[f64]) -> &[u8] {
+    // SAFETY: f64 has no padding and every byte of it may be read; u8 has alignment 1;
+    // the length covers exactly the slice.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    }
+}

@@ -44,6 +44,15 @@ pub fn median(samples: &[f64]) -> f64 {
     quantile(samples, 0.5)
 }
 
+/// Minor page faults of this process so far (`ru_minflt`): each is a page the kernel had
+/// to map for it on first touch, without reading a disk.
+///
+/// # References: getrusage(2)
+pub fn minor_faults() -> u64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map_or(0, |usage| usage.minor_page_faults() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
