@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::narrate::event;
 use proclab::shm::{self, Locked, ProcessLocks, Shared, SharedArray};
@@ -89,8 +90,8 @@ fn main() -> ExitCode {
     if args.kill_holder && args.lock != Lock::Mutex {
         cli::usage_error("--kill-holder goes with --lock mutex");
     }
-    if args.no_padding && !matches!(args.lock, Lock::Partitioned | Lock::All) {
-        cli::usage_error("--no-padding goes with --lock partitioned (or all)");
+    if args.no_padding && args.lock != Lock::Partitioned {
+        cli::usage_error("--no-padding goes with --lock partitioned (`all` runs both layouts)");
     }
     if args.kill_holder && args.workers < 2 {
         cli::usage_error("--kill-holder needs at least 2 workers: one to die, one to recover");
@@ -125,8 +126,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         signals::bail_if_stopped()?;
     }
     let exact = rows.iter().filter(|row| row["lost"] == 0).count();
+    let none_ran = rows.iter().any(|row| row["lock"] == "none");
+    let note = if none_ran {
+        "; `none` loses what two workers add at the same moment"
+    } else {
+        ""
+    };
     event("summary").field("strategies", &rows).say(format!(
-        "summary: {exact} of {} strategies exact; `none` loses what two workers add at the same moment",
+        "summary: {exact} of {} strategies exact{note}",
         rows.len()
     ));
     Ok(())
@@ -152,8 +159,8 @@ fn race(lock: Lock, padded: bool, args: &Args) -> anyhow::Result<serde_json::Val
     // SAFETY: all-zero bytes are valid atomics.
     let race: Shared<Race> = unsafe { Shared::zeroed()? };
     let locks = ProcessLocks::new().context("initialise the mutex and the semaphore")?;
-    let mut counter = SharedArray::<u64>::zeroed(1)?;
-    let mut slots = SharedArray::<u64>::zeroed(workers as usize * stride)?;
+    let counter = SharedArray::<AtomicU64>::zeroed(1)?; // one counter for all
+    let slots = SharedArray::<AtomicU64>::zeroed(workers as usize * stride)?; // one per worker
     // ANCHOR_END: memory
     let parent = getpid();
     let mut pids = Vec::new();
@@ -167,15 +174,7 @@ fn race(lock: Lock, padded: bool, args: &Args) -> anyhow::Result<serde_json::Val
                     hold_the_mutex_and_wait(&race, &locks)
                 } else {
                     let slot = worker as usize * stride;
-                    work(
-                        lock,
-                        iterations,
-                        &race,
-                        &locks,
-                        &mut counter,
-                        &mut slots,
-                        slot,
-                    )
+                    work(lock, iterations, &race, &locks, &counter, &slots, slot)
                 }
             }),
             ForkResult::Parent { child } => pids.push(child),
@@ -192,15 +191,24 @@ fn race(lock: Lock, padded: bool, args: &Args) -> anyhow::Result<serde_json::Val
     if args.kill_holder {
         kill_the_holder(pids[0])?;
     }
-    for &pid in &pids {
-        child::wait_or_kill(pid)?;
+    let mut failed = Vec::new();
+    for (index, &pid) in pids.iter().enumerate() {
+        let status = child::wait_or_kill(pid)?;
+        let killed_on_purpose = args.kill_holder && index == 0;
+        if !killed_on_purpose && status != WaitStatus::Exited(pid, 0) {
+            failed.push(format!("worker {pid} {}", child::describe(&status)));
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
+    signals::bail_if_stopped()?; // interrupted: the count means nothing, print no row
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
     // ANCHOR: count
     let got = match lock {
         Lock::Atomic => race.atomic.load(Ordering::Acquire),
-        Lock::Partitioned => slots.as_slice().iter().step_by(stride).sum(), // the parent sums
-        _ => counter.as_slice()[0],
+        Lock::Partitioned => slots.as_slice().iter().step_by(stride).map(shm::load).sum(), // the parent sums
+        _ => shm::load(&counter.as_slice()[0]),
     };
     // ANCHOR_END: count
     let surviving = if args.kill_holder {
@@ -225,7 +233,7 @@ fn race(lock: Lock, padded: bool, args: &Args) -> anyhow::Result<serde_json::Val
             .as_slice()
             .iter()
             .step_by(stride)
-            .copied()
+            .map(shm::load)
             .collect::<Vec<_>>();
         event("array").field("slots", &array).say(format!(
             "the workers' slots, read through the array: {array:?}"
@@ -244,11 +252,11 @@ fn work(
     iterations: u64,
     race: &Race,
     locks: &ProcessLocks,
-    counter: &mut SharedArray<u64>,
-    slots: &mut SharedArray<u64>,
+    counter: &SharedArray<AtomicU64>,
+    slots: &SharedArray<AtomicU64>,
     slot: usize,
 ) -> anyhow::Result<i32> {
-    let (mut counter, mut slots) = (counter.view(), slots.view()); // this process's views
+    let (counter, slots) = (counter.atomics(), slots.atomics()); // this process's views
     race.ready.fetch_add(1, Ordering::AcqRel);
     while race.go.load(Ordering::Acquire) == 0 {
         std::hint::spin_loop();
@@ -257,7 +265,7 @@ fn work(
         match lock {
             Lock::None => {
                 let value = shm::load(&counter[0]); // 1. load
-                shm::store(&mut counter[0], value + 1); // 2. add, 3. store
+                shm::store(&counter[0], value + 1); // 2. add, 3. store
             }
             Lock::Mutex => {
                 if locks.lock()? == Locked::OwnerDied {
@@ -266,13 +274,13 @@ fn work(
                     );
                 }
                 let value = shm::load(&counter[0]);
-                shm::store(&mut counter[0], value + 1);
+                shm::store(&counter[0], value + 1);
                 locks.unlock()?;
             }
             Lock::Semaphore => {
                 locks.wait()?;
                 let value = shm::load(&counter[0]);
-                shm::store(&mut counter[0], value + 1);
+                shm::store(&counter[0], value + 1);
                 locks.post()?;
             }
             Lock::Atomic => {
@@ -280,7 +288,7 @@ fn work(
             }
             Lock::Partitioned | Lock::All => {
                 let value = shm::load(&slots[slot]); // my own slot: nobody else writes it
-                shm::store(&mut slots[slot], value + 1);
+                shm::store(&slots[slot], value + 1);
             }
         }
     }
@@ -301,10 +309,9 @@ fn hold_the_mutex_and_wait(race: &Race, locks: &ProcessLocks) -> anyhow::Result<
 
 fn kill_the_holder(holder: Pid) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(50)); // the others are now waiting for the lock
-    kill(holder, Signal::SIGKILL).context("kill")?;
     event("killed").field("child", holder.as_raw()).say(format!(
         "kill({holder}, SIGKILL) while it holds the mutex: a plain mutex would stay locked for ever"
     ));
-    Ok(())
+    kill(holder, Signal::SIGKILL).context("kill")
 }
 // ANCHOR_END: kill_holder

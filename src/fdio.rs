@@ -18,7 +18,11 @@ use crate::signals;
 /// # References: write(2)
 pub fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
     while !bytes.is_empty() {
-        match write(fd, bytes) {
+        // A signal that interrupts a write which has already moved some bytes makes it
+        // return the count, not EINTR: check for a stop at each step, and keep the steps
+        // short (1 MiB) so that a stop is seen soon.
+        signals::bail_if_stopped()?;
+        match write(fd, &bytes[..bytes.len().min(1 << 20)]) {
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::EINTR) if signals::stop_requested().is_none() => {}
             Err(error) => return Err(error).context("write"),
@@ -34,6 +38,7 @@ pub fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
 pub fn read_exact(fd: &impl AsFd, buffer: &mut [u8]) -> anyhow::Result<bool> {
     let mut filled = 0;
     while filled < buffer.len() {
+        signals::bail_if_stopped()?;
         match read(fd, &mut buffer[filled..]) {
             Ok(0) if filled == 0 => return Ok(false),
             Ok(0) => bail!("EOF after {filled} of {} bytes", buffer.len()),

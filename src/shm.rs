@@ -16,7 +16,9 @@ use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-use ndarray::ArrayViewMut1;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ndarray::{ArrayView1, ArrayViewMut1};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
@@ -36,28 +38,47 @@ fn map_shared(bytes: usize) -> nix::Result<NonNull<libc::c_void>> {
     }
 }
 
+/// Element types for which all-zero bytes are a valid value, so that a fresh (zeroed)
+/// mapping holds valid elements.
+///
+/// # Safety
+/// Implement it only for types whose all-zero bit pattern is a valid value.
+pub unsafe trait Zeroable {}
+// SAFETY: zero is a valid integer, float and atomic.
+unsafe impl Zeroable for u64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for f64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for AtomicU64 {}
+
 /// An array of `n` elements in shared memory, zero-filled.
+///
+/// Other processes may read and write the same memory at any time; that is the point.
+/// The demos keep it sound: elements that several processes change at once are atomics
+/// ([`SharedArray::atomics`]), and plain elements are written by one process at a time
+/// (the parent before the fork, a child after it, never both at once).
 pub struct SharedArray<E> {
     ptr: NonNull<E>,
     len: usize,
 }
 
-impl<E: Copy> SharedArray<E> {
-    /// Maps `len` elements; all-zero bytes must be a valid `E` (integers, floats).
+impl<E: Zeroable> SharedArray<E> {
+    /// Maps `len` zeroed elements.
     pub fn zeroed(len: usize) -> nix::Result<SharedArray<E>> {
-        let ptr = map_shared(len * size_of::<E>())?.cast();
+        let bytes = len.checked_mul(size_of::<E>()).ok_or(Errno::ENOMEM)?;
+        let ptr = map_shared(bytes)?.cast();
         Ok(SharedArray { ptr, len })
     }
 
-    /// The array as `ndarray` sees it. Each process makes its own view after the fork;
-    /// writes through it are seen by every process that shares the mapping.
+    /// The array as `ndarray` sees it, for writing. Each process makes its own view.
     pub fn view(&mut self) -> ArrayViewMut1<'_, E> {
-        // SAFETY: the mapping holds `len` initialised elements, is aligned for E (page
-        // aligned), and `&mut self` makes this the only view in this process.
+        // SAFETY: the mapping holds `len` valid (zeroed or written) elements and is page
+        // aligned; `&mut self` makes this the only view in this process, and the demos
+        // write plain elements from one process at a time (see the type's doc).
         unsafe { ArrayViewMut1::from_shape_ptr(self.len, self.ptr.as_ptr()) }
     }
 
-    /// Reads the array (when no other process is writing it any more).
+    /// Reads the array.
     pub fn as_slice(&self) -> &[E] {
         // SAFETY: as in `view`; shared reads only.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -82,17 +103,28 @@ impl<E> Drop for SharedArray<E> {
     }
 }
 
-/// Reads `place` from memory, every time: another process may have changed it, and the
-/// compiler must neither cache it nor merge a loop of `load`/`store` into one addition.
-pub fn load(place: &u64) -> u64 {
-    // SAFETY: `place` is a valid, aligned u64.
-    unsafe { std::ptr::read_volatile(place) }
+impl SharedArray<AtomicU64> {
+    /// The counters as `ndarray` sees them: atomics, which any process may change at any
+    /// time, through shared references.
+    pub fn atomics(&self) -> ArrayView1<'_, AtomicU64> {
+        // SAFETY: the mapping holds `len` valid atomics (zero is valid), page aligned;
+        // atomics may be shared and changed concurrently by definition.
+        unsafe { ArrayView1::from_shape_ptr(self.len, self.ptr.as_ptr()) }
+    }
 }
 
-/// Writes `value` to memory, every time (see [`load`]).
-pub fn store(place: &mut u64, value: u64) {
-    // SAFETY: `place` is a valid, aligned, exclusively borrowed u64.
-    unsafe { std::ptr::write_volatile(place, value) }
+/// Loads `counter` — a plain `mov` from memory, as `counter += 1` does; `Relaxed`
+/// promises nothing about ordering, and keeps the compiler from merging a loop of
+/// `load`/`store` into one addition.
+pub fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Stores `value` in `counter` — a plain `mov` to memory. A [`load`] followed by a
+/// `store` is not atomic: another process can store between them, and one of the two
+/// updates is lost.
+pub fn store(counter: &AtomicU64, value: u64) {
+    counter.store(value, Ordering::Relaxed)
 }
 
 /// One value of type `T` in shared memory, made of atomics or other types that may be
@@ -257,6 +289,14 @@ mod tests {
         let mut array = SharedArray::<u64>::zeroed(8).expect("mmap");
         array.view()[3] = 7;
         assert_eq!(array.as_slice(), &[0, 0, 0, 7, 0, 0, 0, 0]);
+        let counters = SharedArray::<AtomicU64>::zeroed(2).expect("mmap");
+        store(&counters.atomics()[1], load(&counters.atomics()[1]) + 1);
+        assert_eq!(load(&counters.as_slice()[1]), 1);
+    }
+
+    #[test]
+    fn an_impossible_size_is_an_error_not_a_short_mapping() {
+        assert!(SharedArray::<u64>::zeroed(usize::MAX / 4).is_err());
     }
 
     #[test]
