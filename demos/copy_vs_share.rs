@@ -35,6 +35,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
     elements: u64,
 
+    /// Keep the child alive this long (0-3600 s) after it has read the shared array, to
+    /// look at its mappings in /proc.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
+    hold: std::time::Duration,
+
     /// Print the timeline as JSON Lines.
     #[arg(long)]
     json: bool,
@@ -53,7 +58,7 @@ fn main() -> ExitCode {
     narrate::init(args.json, "parent");
     let result = signals::catch_stop_signals()
         .map_err(anyhow::Error::from)
-        .and_then(|()| run(args.elements as usize));
+        .and_then(|()| run(args.elements as usize, args.hold));
     signals::exit_if_stopped(); // Ctrl-C: the child is reaped; now die by SIGINT
     cli::exit_code(result)
 }
@@ -80,7 +85,7 @@ fn value(index: usize) -> f64 {
     (index % 1000) as f64 * 0.5
 }
 
-fn run(elements: usize) -> anyhow::Result<()> {
+fn run(elements: usize, hold: std::time::Duration) -> anyhow::Result<()> {
     let bytes = elements * 8;
     let data: Vec<f64> = (0..elements).map(value).collect();
     let expected: f64 = data.iter().sum();
@@ -107,7 +112,7 @@ fn run(elements: usize) -> anyhow::Result<()> {
 
     let (shared, fill_faults) = fill_shared(elements)?;
     let start = Instant::now();
-    let mapped = in_shared_memory(&shared)?;
+    let mapped = in_shared_memory(&shared, hold)?;
     let shared_seconds = start.elapsed().as_secs_f64();
     event("shared").field("seconds", shared_seconds).field("minor_faults", mapped.minor_faults).say(format!(
         "shared: nothing copied; the parent's filling faulted in {fill_faults} pages, the child's reading \
@@ -129,6 +134,9 @@ fn run(elements: usize) -> anyhow::Result<()> {
         .field("pipe_minor_faults", piped.minor_faults)
         .field("shared_minor_faults", mapped.minor_faults)
         .field("sums_equal", sums_equal)
+        .field("expected_sum", expected)
+        .field("pipe_sum", piped.sum)
+        .field("shared_sum", mapped.sum)
         .say(format!(
             "summary: pipe {:.1} ms, shared {:.1} ms: shared is {speedup:.1}x faster; sums equal: {sums_equal}",
             pipe_seconds * 1e3,
@@ -193,7 +201,10 @@ fn fill_shared(elements: usize) -> anyhow::Result<(SharedArray<f64>, u64)> {
 
 /// The child sums the shared array where it lies.
 // ANCHOR: shared
-fn in_shared_memory(shared: &SharedArray<f64>) -> anyhow::Result<ChildSum> {
+fn in_shared_memory(
+    shared: &SharedArray<f64>,
+    hold: std::time::Duration,
+) -> anyhow::Result<ChildSum> {
     let (results, result_writer) = child::result_pipe()?;
     let parent = getpid();
     // SAFETY: single-threaded here; the child sums, reports and calls _exit.
@@ -201,11 +212,19 @@ fn in_shared_memory(shared: &SharedArray<f64>) -> anyhow::Result<ChildSum> {
         ForkResult::Child => child::run(parent, || {
             drop(results);
             let faults = measure::minor_faults();
+            narrate::set_role("child");
             let sum = shared.as_slice().iter().sum(); // the parent's pages, read in place
-            result_writer.send(&ChildSum {
-                sum,
-                minor_faults: measure::minor_faults() - faults,
-            })?;
+            let minor_faults = measure::minor_faults() - faults;
+            if !hold.is_zero() {
+                event("hold")
+                    .field("seconds", hold.as_secs_f64())
+                    .say(format!(
+                        "holding {hold:?}: look at /proc/{}/smaps (the mapping is rw-s)",
+                        getpid()
+                    ));
+                std::thread::sleep(hold);
+            }
+            result_writer.send(&ChildSum { sum, minor_faults })?;
             Ok(0)
         }),
         ForkResult::Parent { child } => child,

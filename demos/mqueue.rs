@@ -20,6 +20,7 @@ use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_se
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe};
 use proclab::fdio::{read_exact, write_all};
+use proclab::inspect::running;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
@@ -43,9 +44,9 @@ struct Args {
     #[arg(long, value_name = "P", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     producers: u32,
 
-    /// Consumer processes (1-16).
-    #[arg(long, value_name = "C", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
-    consumers: u32,
+    /// Consumer processes (1-16; default 2, or 1 with --compare).
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u32).range(1..=16))]
+    consumers: Option<u32>,
 
     /// Messages per producer (1-100000).
     #[arg(long, value_name = "M", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -67,9 +68,9 @@ struct Args {
     #[arg(long)]
     nonblocking: bool,
 
-    /// Also move the same messages through a pipe (length-prefixed, one consumer) and
-    /// compare messages per second.
-    #[arg(long, conflicts_with = "consumers")]
+    /// Also move the same messages through a pipe (length-prefixed, one reader) and
+    /// compare messages per second; the queue then has one consumer too.
+    #[arg(long)]
     compare: bool,
 
     /// With --priorities: keep the full queue, name and all, this long (0-3600 s) before
@@ -94,6 +95,17 @@ const END: u32 = u32::MAX;
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     check_limits(&args);
+    if args.compare && args.consumers.is_some_and(|consumers| consumers > 1) {
+        cli::usage_error(
+            "--compare uses one consumer (a pipe cannot have two readers without a lock)",
+        );
+    }
+    if args.compare && args.message_size + 4 > libc::PIPE_BUF as i64 {
+        cli::usage_error(&format!(
+            "--compare needs --message-size of at most {}: a framed message must fit in one atomic pipe write",
+            libc::PIPE_BUF - 4
+        ));
+    }
     narrate::init(args.json, "parent");
     let result = signals::catch_stop_signals()
         .map_err(anyhow::Error::from)
@@ -121,7 +133,7 @@ fn check_limits(args: &Args) {
         if asked > limit {
             cli::usage_error(&format!(
                 "{flag} {asked} is more than this system allows: {path} is {limit} \
-                 (only a process with CAP_SYS_RESOURCE may go beyond it)"
+                 (a process with CAP_SYS_RESOURCE may go beyond it; this demo stays within)"
             ));
         }
     }
@@ -262,10 +274,21 @@ fn spawn<T: Serialize>(
 /// Receives a child's result, then reaps it.
 fn collect<T: serde::de::DeserializeOwned>(
     (pid, results): (Pid, child::ResultReader),
+    partners: &[Pid],
 ) -> anyhow::Result<T> {
-    let result = results.receive();
+    let result = results.receive_unless(|| gone(partners));
+    if result.is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL); // it would wait for ever
+    }
     child::wait_or_kill(pid)?;
     result
+}
+
+/// A message if one of `partners` has ended: the work it was to do will never be done,
+/// and waiting for the others would wait for ever.
+fn gone(partners: &[Pid]) -> Option<String> {
+    let ended = partners.iter().find(|pid| !running(pid.as_raw()))?;
+    Some(format!("{ended} ended before its work was done: giving up"))
 }
 
 // ANCHOR: produce
@@ -285,7 +308,9 @@ fn produce(
             },
             size,
         );
-        if mq_getattr(queue)?.curmsgs() == capacity {
+        let attributes = mq_getattr(queue)?;
+        let nonblocking = attributes.flags() & libc::O_NONBLOCK as i64 != 0;
+        if !nonblocking && attributes.curmsgs() == capacity {
             if sent.full_waits == 0 {
                 event("full").say(format!(
                     "queue full ({capacity} of {capacity}): mq_send will wait for a consumer"
@@ -336,8 +361,8 @@ fn consume(queue: &MqdT, size: usize) -> anyhow::Result<Received> {
 }
 // ANCHOR_END: consume
 
-fn send_end_of_work(queue: &MqdT, consumers: u32, size: usize) -> anyhow::Result<()> {
-    for consumer in 0..consumers {
+fn send_end_of_work(queue: &MqdT, consumers: &[Pid], size: usize) -> anyhow::Result<()> {
+    for consumer in 0..consumers.len() as u32 {
         let message = encode(
             Tag {
                 writer: END,
@@ -347,7 +372,13 @@ fn send_end_of_work(queue: &MqdT, consumers: u32, size: usize) -> anyhow::Result
         );
         loop {
             match mq_send(queue, &message, 0) {
-                Err(Errno::EAGAIN) => std::thread::yield_now(),
+                Err(Errno::EAGAIN) => {
+                    signals::bail_if_stopped()?;
+                    if let Some(message) = gone(consumers) {
+                        bail!(message);
+                    }
+                    std::thread::yield_now();
+                }
                 other => break other.context("mq_send(end of work)")?,
             }
         }
@@ -357,7 +388,7 @@ fn send_end_of_work(queue: &MqdT, consumers: u32, size: usize) -> anyhow::Result
 
 fn many_to_many(args: &Args) -> anyhow::Result<()> {
     let size = args.message_size as usize;
-    let consumers = if args.compare { 1 } else { args.consumers };
+    let consumers = args.consumers.unwrap_or(if args.compare { 1 } else { 2 });
     // ANCHOR: run
     let mut queue = Queue::create(args.max_messages, args.message_size, args.nonblocking)?;
     let start = Instant::now();
@@ -396,24 +427,23 @@ fn many_to_many(args: &Args) -> anyhow::Result<()> {
         queue.name(),
         args.producers
     ));
+    let consumer_pids: Vec<Pid> = reading.iter().map(|(pid, _)| *pid).collect();
     let mut sent = Sent::default();
     for producer in sending {
-        let report: Sent = collect(producer)?;
+        let report: Sent = collect(producer, &consumer_pids)?;
         (sent.eagain, sent.full_waits) = (
             sent.eagain + report.eagain,
             sent.full_waits + report.full_waits,
         );
     }
     signals::bail_if_stopped()?;
-    send_end_of_work(&queue.send, consumers, size)?; // priority 0: behind all the work
-    event("end_of_work")
-        .field("messages", consumers)
-        .say(format!(
-            "producers done; sent {consumers} end-of-work messages at priority 0, one per consumer"
-        ));
+    event("end_of_work").field("messages", consumers).say(format!(
+        "producers done; sending {consumers} end-of-work messages at priority 0, one per consumer"
+    ));
+    send_end_of_work(&queue.send, &consumer_pids, size)?; // priority 0: behind all the work
     let mut received = Vec::new();
     for consumer in reading {
-        received.push(collect::<Received>(consumer)?);
+        received.push(collect::<Received>(consumer, &[])?);
     }
     // ANCHOR_END: run
     let seconds = start.elapsed().as_secs_f64();
@@ -523,7 +553,7 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
         .received as f64
         / start.elapsed().as_secs_f64();
     for writer in writers {
-        collect::<Sent>(writer)?;
+        collect::<Sent>(writer, &[])?;
     }
     event("pipe").field("messages_per_s", rate).say(format!(
         "the same messages through a pipe, length-prefixed, one reader: {rate:.0} messages/s \
@@ -532,14 +562,22 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// The priorities `--priorities` sends, in a mixed order.
+fn mixed_priority(seq: u64) -> u32 {
+    [1, 3, 0, 2][seq as usize % 4]
+}
+
 /// `--priorities`: fill the queue with messages of mixed priorities, then let one consumer
 /// empty it.
 fn priorities(args: &Args) -> anyhow::Result<()> {
     let (count, size) = (args.max_messages as u64, args.message_size as usize);
     let mut queue = Queue::create(args.max_messages, args.message_size, false)?;
+    if args.hold.is_zero() {
+        queue.unlink()?; // this process has it open: the name can go at once
+    }
     // ANCHOR: fill
     for seq in 0..count {
-        let priority = [1, 3, 0, 2][seq as usize % 4];
+        let priority = mixed_priority(seq);
         mq_send(&queue.send, &encode(Tag { writer: 0, seq }, size), priority).context("mq_send")?;
         event("send")
             .field("seq", seq)
@@ -585,7 +623,7 @@ fn priorities(args: &Args) -> anyhow::Result<()> {
         Ok(received)
     })?;
     queue.unlink()?;
-    let received: Received = collect(consumer)?;
+    let received: Received = collect(consumer, &[])?;
     // ANCHOR: priority_order
     let priority_order_ok = received.messages.windows(2).all(|pair| {
         let ((_, seq_a, prio_a), (_, seq_b, prio_b)) = (pair[0], pair[1]);
@@ -597,13 +635,19 @@ fn priorities(args: &Args) -> anyhow::Result<()> {
         .messages
         .iter()
         .for_each(|&(_, seq, _)| ledger.note(&Found::Record(Tag { writer: 0, seq }, size)));
-    let tally = ledger.check(&[count]);
+    let mut tally = ledger.check(&[count]);
+    tally.in_order = priority_order_ok; // the order a priority queue promises
     let left = queue.left_in_queue()?;
     event("summary")
+        .field("producers", 1)
+        .field("consumers", 1)
         .fields(tally)
-        .field("priority_order_ok", priority_order_ok)
         .field("order_ok", priority_order_ok)
+        .field("priorities_kept", received.messages.iter().all(|&(_, seq, priority)| priority == mixed_priority(seq)))
+        .field("priority_order_ok", priority_order_ok)
         .field("left_in_queue", left)
+        .field("full_waits", 0)
+        .field("eagain", 0)
         .field("messages_per_s", None::<f64>)
         .say(format!(
             "summary: {} messages out, highest priority first and FIFO within a priority: {priority_order_ok}",

@@ -152,11 +152,24 @@ impl ResultWriter {
 impl ResultReader {
     /// Reads the child's value; fails if the child ended without sending one.
     pub fn receive<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        self.receive_unless(|| None)
+    }
+
+    /// Like [`ResultReader::receive`], but gives up with `trouble`'s message as soon as it
+    /// returns one (checked every 100 ms): for a parent whose wait depends on other
+    /// children staying alive.
+    pub fn receive_unless<T: DeserializeOwned>(
+        self,
+        mut trouble: impl FnMut() -> Option<String>,
+    ) -> anyhow::Result<T> {
         let mut text = Vec::new();
         let mut buffer = [0u8; 4096];
         loop {
             // poll first (with the signal self-pipe): a stop cannot slip in before the read.
             signals::bail_if_stopped()?;
+            if let Some(message) = trouble() {
+                anyhow::bail!(message);
+            }
             if !signals::wait_readable(Some(self.0.as_fd()), std::time::Duration::from_millis(100))
             {
                 continue;

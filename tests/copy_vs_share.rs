@@ -17,6 +17,11 @@ fn both_ways_give_the_parents_sum() {
         let events = run_json(demo(), &["--elements", elements]);
         let summary = summary(&events);
         assert_eq!(summary["sums_equal"], true, "{summary}");
+        // The test's own sum of the same values, in the same order (so, bit for bit).
+        let n: usize = elements.parse().expect("n");
+        let expected: f64 = (0..n).map(|i| (i % 1000) as f64 * 0.5).sum();
+        assert_eq!(summary["pipe_sum"].as_f64(), Some(expected), "{summary}");
+        assert_eq!(summary["shared_sum"].as_f64(), Some(expected), "{summary}");
         for time in ["pipe_seconds", "shared_seconds"] {
             let seconds = summary[time].as_f64().expect("seconds");
             assert!(seconds > 0.0 && seconds.is_finite(), "{time}: {summary}");

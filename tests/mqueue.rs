@@ -132,6 +132,10 @@ fn nonblocking_sends_see_eagain_and_still_deliver_everything() {
     assert!(summary["eagain"].as_u64().expect("count") > 0, "{summary}");
     assert_exactly_once(summary, 900);
     assert_eq!(find(&events, "eagain")["role"], "producer");
+    assert!(
+        events.iter().all(|e| e["event"] != "full"),
+        "a non-blocking send never waits"
+    );
 }
 
 #[test]
@@ -203,6 +207,50 @@ fn ctrl_c_in_the_middle_leaves_no_queue_and_no_process() {
 }
 
 #[test]
+fn a_dead_consumer_ends_the_demo_instead_of_hanging_it() {
+    let args = [
+        "--max-messages",
+        "1",
+        "--consumers",
+        "1",
+        "--messages",
+        "100000",
+    ];
+    let mut demo = Running::start(cargo_bin!("mqueue"), &args);
+    let forked = demo.wait_for("forked");
+    let consumer = pids_in(&forked["consumers"])[0];
+    let producers = pids_in(&forked["producers"]);
+    // SAFETY: kill(2) signals one process; no memory is involved.
+    assert_eq!(unsafe { libc::kill(consumer, libc::SIGKILL) }, 0);
+    let (status, _) = demo.finish();
+    assert_eq!(status.code(), Some(1), "an error, not a hang: {status:?}");
+    for pid in producers {
+        assert_eq!(proc_state(pid), None, "producer {pid} reaped");
+    }
+}
+
+#[test]
+fn ctrl_c_while_the_queue_still_has_its_name_removes_it() {
+    let mut demo = Running::start(cargo_bin!("mqueue"), &["--priorities", "--hold", "30"]);
+    let name = demo.wait_for("hold")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert!(opened.is_ok(), "the name exists during --hold");
+    drop(opened);
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &[]);
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert_eq!(
+        opened.err(),
+        Some(Errno::ENOENT),
+        "{name} removed on Ctrl-C"
+    );
+}
+
+#[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
@@ -213,6 +261,8 @@ fn help_and_bad_arguments() {
         &["--message-size", "10"],
         &["--priorities", "--producers", "2"],
         &["--compare", "--consumers", "2"],
+        &["--compare", "--message-size", "5000"],
+        &["--hold", "3"], // only with --priorities
     ] {
         assert_usage_error(demo(), args);
     }
