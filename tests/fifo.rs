@@ -5,7 +5,6 @@
 mod util;
 
 use std::path::Path;
-use std::time::Duration;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
 use predicates::str::contains;
@@ -143,9 +142,9 @@ fn two_runs_at_once_do_not_collide() {
     assert_ne!(paths[0], paths[1]);
 }
 
-#[test]
-fn ctrl_c_leaves_no_process_and_no_fifo() {
-    // A long delay: the reader waits alone in open() when the interrupt comes.
+/// Starts the demo with a long delay (the reader waits alone in open()), stops it with
+/// `stop`, and checks that it died by `signal` with its reader reaped and its FIFO gone.
+fn stop_while_the_reader_waits(stop: impl FnOnce(&Running), signal: i32) {
     let mut demo = Running::start(cargo_bin!("fifo"), &["--delay", "30"]);
     let path = demo.wait_for("mkfifo")["path"]
         .as_str()
@@ -153,29 +152,22 @@ fn ctrl_c_leaves_no_process_and_no_fifo() {
         .to_owned();
     let reader = pid_of(&demo.wait_for("start")["child"]);
     demo.wait_for("open");
-    demo.interrupt();
+    stop(&demo);
     let (status, _) = demo.finish();
-    assert_interrupted_cleanly(status, &[reader]);
+    assert_stopped_cleanly(status, signal, &[reader]);
     let dir = Path::new(&path).parent().expect("dir").to_owned();
-    assert!(
-        eventually(Duration::from_secs(1), || !dir.exists()),
-        "{dir:?} left behind"
-    );
+    assert!(!dir.exists(), "{dir:?} left behind");
+}
+
+#[test]
+fn ctrl_c_leaves_no_process_and_no_fifo() {
+    stop_while_the_reader_waits(Running::interrupt, libc::SIGINT);
 }
 
 #[test]
 fn sigterm_to_the_demo_alone_ends_its_children_and_removes_the_fifo() {
-    let mut demo = Running::start(cargo_bin!("fifo"), &["--delay", "30"]);
-    let path = demo.wait_for("mkfifo")["path"]
-        .as_str()
-        .expect("path")
-        .to_owned();
-    let reader = pid_of(&demo.wait_for("start")["child"]);
-    demo.wait_for("open");
-    demo.terminate(); // the reader is not signalled: the demo must end it
-    let (status, _) = demo.finish();
-    assert_stopped_cleanly(status, libc::SIGTERM, &[reader]);
-    assert!(!Path::new(&path).parent().expect("dir").exists());
+    // The reader is not signalled: the demo must end it.
+    stop_while_the_reader_waits(Running::terminate, libc::SIGTERM);
 }
 
 #[test]

@@ -15,6 +15,16 @@ fn demo() -> assert_cmd::Command {
     cargo_bin_cmd!("mqueue")
 }
 
+/// A run long enough to interrupt: 300,000 messages through a queue of one.
+const LONG_RUN: [&str; 6] = [
+    "--max-messages",
+    "1",
+    "--consumers",
+    "1",
+    "--messages",
+    "100000",
+];
+
 /// The test's own check that the demo's queue no longer exists: opening it by name fails.
 fn assert_queue_gone(events: &[serde_json::Value]) {
     let name = find(events, "mq_open")["name"]
@@ -181,15 +191,7 @@ fn comparing_with_a_pipe_reports_both_rates() {
 
 #[test]
 fn ctrl_c_in_the_middle_leaves_no_queue_and_no_process() {
-    let args = [
-        "--max-messages",
-        "1",
-        "--consumers",
-        "1",
-        "--messages",
-        "100000",
-    ];
-    let mut demo = Running::start(cargo_bin!("mqueue"), &args);
+    let mut demo = Running::start(cargo_bin!("mqueue"), &LONG_RUN);
     let name = demo.wait_for("mq_open")["name"]
         .as_str()
         .expect("name")
@@ -208,15 +210,7 @@ fn ctrl_c_in_the_middle_leaves_no_queue_and_no_process() {
 
 #[test]
 fn a_dead_consumer_ends_the_demo_instead_of_hanging_it() {
-    let args = [
-        "--max-messages",
-        "1",
-        "--consumers",
-        "1",
-        "--messages",
-        "100000",
-    ];
-    let mut demo = Running::start(cargo_bin!("mqueue"), &args);
+    let mut demo = Running::start(cargo_bin!("mqueue"), &LONG_RUN);
     let forked = demo.wait_for("forked");
     let consumer = pids_in(&forked["consumers"])[0];
     let producers = pids_in(&forked["producers"]);
