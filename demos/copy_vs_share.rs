@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use nix::unistd::{ForkResult, fork, getpid, pipe, read};
-use proclab::fdio::{f64_bytes, write_all};
+use nix::unistd::pipe;
+use proclab::fdio::{f64_bytes, read_exact, write_all};
 use proclab::narrate::event;
 use proclab::shm::SharedArray;
 use proclab::{child, cli, measure, narrate, signals};
@@ -150,39 +150,28 @@ fn run(elements: usize, hold: std::time::Duration) -> anyhow::Result<()> {
 // ANCHOR: pipe
 fn through_a_pipe(data: &[f64]) -> anyhow::Result<ChildSum> {
     let (read_end, write_end) = pipe().context("pipe")?;
-    let (results, result_writer) = child::result_pipe()?;
-    let parent = getpid();
-    // SAFETY: single-threaded here; the child reads, sums, reports and calls _exit.
-    let reader = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
-            drop((write_end, results));
+    // SAFETY: single-threaded here.
+    let reader = unsafe {
+        child::spawn("child", || {
             let faults = measure::minor_faults();
             let mut buffer = vec![0u8; data.len() * 8]; // the child's own copy
-            let mut filled = 0;
-            while filled < buffer.len() {
-                match read(&read_end, &mut buffer[filled..])? {
-                    0 => bail!("EOF after {filled} bytes"),
-                    n => filled += n,
-                }
+            if !read_exact(&read_end, &mut buffer)? {
+                bail!("the pipe closed before the first byte");
             }
-            let sum = buffer
-                .chunks_exact(8)
+            let bytes = buffer.chunks_exact(8);
+            let sum = bytes
                 .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
                 .sum();
-            result_writer.send(&ChildSum {
+            Ok(ChildSum {
                 sum,
                 minor_faults: measure::minor_faults() - faults,
-            })?;
-            Ok(0)
-        }),
-        ForkResult::Parent { child } => child,
-    };
-    drop((read_end, result_writer));
+            })
+        })
+    }?;
+    drop(read_end);
     write_all(&write_end, f64_bytes(data))?; // 8 bytes per element, through the kernel
     drop(write_end);
-    let result = results.receive();
-    child::wait_or_kill(reader)?;
-    result
+    reader.collect(&[])
 }
 // ANCHOR_END: pipe
 
@@ -205,14 +194,10 @@ fn in_shared_memory(
     shared: &SharedArray<f64>,
     hold: std::time::Duration,
 ) -> anyhow::Result<ChildSum> {
-    let (results, result_writer) = child::result_pipe()?;
-    let parent = getpid();
-    // SAFETY: single-threaded here; the child sums, reports and calls _exit.
-    let reader = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
-            drop(results);
+    // SAFETY: single-threaded here.
+    let reader = unsafe {
+        child::spawn("child", || {
             let faults = measure::minor_faults();
-            narrate::set_role("child");
             let sum = shared.as_slice().iter().sum(); // the parent's pages, read in place
             let minor_faults = measure::minor_faults() - faults;
             if !hold.is_zero() {
@@ -220,18 +205,13 @@ fn in_shared_memory(
                     .field("seconds", hold.as_secs_f64())
                     .say(format!(
                         "holding {hold:?}: look at /proc/{}/smaps (the mapping is rw-s)",
-                        getpid()
+                        std::process::id()
                     ));
                 std::thread::sleep(hold);
             }
-            result_writer.send(&ChildSum { sum, minor_faults })?;
-            Ok(0)
-        }),
-        ForkResult::Parent { child } => child,
-    };
-    drop(result_writer);
-    let result = results.receive();
-    child::wait_or_kill(reader)?;
-    result
+            Ok(ChildSum { sum, minor_faults })
+        })
+    }?;
+    reader.collect(&[])
 }
 // ANCHOR_END: shared

@@ -18,7 +18,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
-use nix::unistd::{ForkResult, Pid, fork, getpid, pipe};
+use nix::unistd::{Pid, pipe};
+use proclab::child::Spawned;
 use proclab::fdio::{read_exact, write_all};
 use proclab::inspect::running;
 use proclab::names::ipc_name;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 /// consumers receive them; the parent proves each arrived exactly once and that order was
 /// kept per producer and priority. Consumers stop on one end-of-work message each, and the
 /// queue is empty at the end. The queue's name is unlinked as soon as every process has it
-/// open, so nothing is left behind even after kill -9.
+/// open, so nothing is left behind even after kill -9 (except during --priorities --hold).
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  mqueue\n  mqueue --producers 1 --consumers 3\n  mqueue --priorities\n  \
@@ -251,46 +252,6 @@ struct Received {
     damaged: u64,
 }
 
-/// Forks a child, named `role` in the timeline, that runs `body` and sends its result to
-/// the parent; returns the child's pid and where to receive its result.
-fn spawn<T: Serialize>(
-    role: &'static str,
-    body: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(Pid, child::ResultReader)> {
-    let (results, result_writer) = child::result_pipe()?;
-    let parent = getpid();
-    // SAFETY: single-threaded here; the child sends or receives, reports and calls _exit.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
-            narrate::set_role(role);
-            drop(results);
-            result_writer.send(&body()?)?;
-            Ok(0)
-        }),
-        ForkResult::Parent { child } => Ok((child, results)),
-    }
-}
-
-/// Receives a child's result, then reaps it.
-fn collect<T: serde::de::DeserializeOwned>(
-    (pid, results): (Pid, child::ResultReader),
-    partners: &[Pid],
-) -> anyhow::Result<T> {
-    let result = results.receive_unless(|| gone(partners));
-    if result.is_err() {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL); // it would wait for ever
-    }
-    child::wait_or_kill(pid)?;
-    result
-}
-
-/// A message if one of `partners` has ended: the work it was to do will never be done,
-/// and waiting for the others would wait for ever.
-fn gone(partners: &[Pid]) -> Option<String> {
-    let ended = partners.iter().find(|pid| !running(pid.as_raw()))?;
-    Some(format!("{ended} ended before its work was done: giving up"))
-}
-
 // ANCHOR: produce
 fn produce(
     producer: u32,
@@ -374,8 +335,8 @@ fn send_end_of_work(queue: &MqdT, consumers: &[Pid], size: usize) -> anyhow::Res
             match mq_send(queue, &message, 0) {
                 Err(Errno::EAGAIN) => {
                     signals::bail_if_stopped()?;
-                    if let Some(message) = gone(consumers) {
-                        bail!(message);
+                    if let Some(ended) = consumers.iter().find(|pid| !running(pid.as_raw())) {
+                        bail!("consumer {ended} ended before the end of work");
                     }
                     std::thread::yield_now();
                 }
@@ -394,24 +355,28 @@ fn many_to_many(args: &Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut reading = Vec::new();
     for _ in 0..consumers {
-        reading.push(spawn("consumer", || consume(&queue.receive, size))?);
+        // SAFETY: single-threaded here.
+        reading.push(unsafe { child::spawn("consumer", || consume(&queue.receive, size)) }?);
     }
     let mut sending = Vec::new();
     for producer in 0..args.producers {
-        sending.push(spawn("producer", || {
-            produce(
-                producer,
-                &queue.send,
-                args.messages,
-                size,
-                args.max_messages,
-            )
-        })?);
+        // SAFETY: single-threaded here.
+        sending.push(unsafe {
+            child::spawn("producer", || {
+                produce(
+                    producer,
+                    &queue.send,
+                    args.messages,
+                    size,
+                    args.max_messages,
+                )
+            })
+        }?);
     }
-    let pids = |children: &[(Pid, child::ResultReader)]| {
+    let pids = |children: &[Spawned]| {
         children
             .iter()
-            .map(|(pid, _)| pid.as_raw())
+            .map(|child| child.pid.as_raw())
             .collect::<Vec<_>>()
     };
     event("forked")
@@ -427,10 +392,10 @@ fn many_to_many(args: &Args) -> anyhow::Result<()> {
         queue.name(),
         args.producers
     ));
-    let consumer_pids: Vec<Pid> = reading.iter().map(|(pid, _)| *pid).collect();
+    let consumer_pids: Vec<Pid> = reading.iter().map(|consumer| consumer.pid).collect();
     let mut sent = Sent::default();
     for producer in sending {
-        let report: Sent = collect(producer, &consumer_pids)?;
+        let report: Sent = producer.collect(&consumer_pids)?;
         (sent.eagain, sent.full_waits) = (
             sent.eagain + report.eagain,
             sent.full_waits + report.full_waits,
@@ -443,7 +408,7 @@ fn many_to_many(args: &Args) -> anyhow::Result<()> {
     send_end_of_work(&queue.send, &consumer_pids, size)?; // priority 0: behind all the work
     let mut received = Vec::new();
     for consumer in reading {
-        received.push(collect::<Received>(consumer, &[])?);
+        received.push(consumer.collect::<Received>(&[])?);
     }
     // ANCHOR_END: run
     let seconds = start.elapsed().as_secs_f64();
@@ -524,20 +489,23 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut writers = Vec::new();
     for producer in 0..args.producers {
-        writers.push(spawn("producer", || {
-            for seq in 0..args.messages {
-                let mut frame = (size as u32).to_le_bytes().to_vec();
-                frame.extend(encode(
-                    Tag {
-                        writer: producer,
-                        seq,
-                    },
-                    size,
-                ));
-                write_all(&write_end, &frame)?; // one write of at most PIPE_BUF: frames never mix
-            }
-            Ok(Sent::default())
-        })?);
+        // SAFETY: single-threaded here.
+        writers.push(unsafe {
+            child::spawn("producer", || {
+                for seq in 0..args.messages {
+                    let mut frame = (size as u32).to_le_bytes().to_vec();
+                    frame.extend(encode(
+                        Tag {
+                            writer: producer,
+                            seq,
+                        },
+                        size,
+                    ));
+                    write_all(&write_end, &frame)?; // one write of at most PIPE_BUF: frames never mix
+                }
+                Ok(Sent::default())
+            })
+        }?);
     }
     drop(write_end);
     let (mut ledger, mut length, mut body) = (Ledger::new(), [0u8; 4], vec![0u8; size]);
@@ -553,7 +521,7 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
         .received as f64
         / start.elapsed().as_secs_f64();
     for writer in writers {
-        collect::<Sent>(writer, &[])?;
+        writer.collect::<Sent>(&[])?;
     }
     event("pipe").field("messages_per_s", rate).say(format!(
         "the same messages through a pipe, length-prefixed, one reader: {rate:.0} messages/s \
@@ -601,29 +569,32 @@ fn priorities(args: &Args) -> anyhow::Result<()> {
         signals::sleep(args.hold);
         signals::bail_if_stopped()?;
     }
-    let consumer = spawn("consumer", || {
-        let mut received = Received::default();
-        let mut buffer = vec![0u8; size];
-        for _ in 0..count {
-            let mut priority = 0;
-            let length =
-                mq_receive(&queue.receive, &mut buffer, &mut priority).context("mq_receive")?;
-            let [Found::Record(tag, _)] = Decoder::default().feed(&buffer[..length])[..] else {
-                bail!("damaged message")
-            };
-            event("receive")
-                .field("seq", tag.seq)
-                .field("priority", priority)
-                .say(format!(
-                    "mq_receive -> message {}, priority {priority}",
-                    tag.seq
-                ));
-            received.messages.push((0, tag.seq, priority));
-        }
-        Ok(received)
-    })?;
+    // SAFETY: single-threaded here.
+    let consumer = unsafe {
+        child::spawn("consumer", || {
+            let mut received = Received::default();
+            let mut buffer = vec![0u8; size];
+            for _ in 0..count {
+                let mut priority = 0;
+                let length =
+                    mq_receive(&queue.receive, &mut buffer, &mut priority).context("mq_receive")?;
+                let [Found::Record(tag, _)] = Decoder::default().feed(&buffer[..length])[..] else {
+                    bail!("damaged message")
+                };
+                event("receive")
+                    .field("seq", tag.seq)
+                    .field("priority", priority)
+                    .say(format!(
+                        "mq_receive -> message {}, priority {priority}",
+                        tag.seq
+                    ));
+                received.messages.push((0, tag.seq, priority));
+            }
+            Ok(received)
+        })
+    }?;
     queue.unlink()?;
-    let received: Received = collect(consumer, &[])?;
+    let received: Received = consumer.collect(&[])?;
     // ANCHOR: priority_order
     let priority_order_ok = received.messages.windows(2).all(|pair| {
         let ((_, seq_a, prio_a), (_, seq_b, prio_b)) = (pair[0], pair[1]);

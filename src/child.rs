@@ -185,6 +185,60 @@ impl ResultReader {
     }
 }
 
+/// A forked child that will send the parent one result: see [`spawn`].
+pub struct Spawned {
+    /// The child's pid.
+    pub pid: Pid,
+    results: ResultReader,
+}
+
+/// Forks a child, named `role` in the timeline, that runs `body` and sends what it
+/// returns to the parent through a [`result_pipe`]. Each side closes the end it does not
+/// use, so a parent can never wait on a pipe it holds open itself.
+///
+/// # Safety
+/// The caller must be single-threaded, as for any fork(2) that runs Rust code after it.
+pub unsafe fn spawn<T: Serialize>(
+    role: &'static str,
+    body: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Spawned> {
+    let (results, result_writer) = result_pipe()?;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the caller promises a single-threaded process; the child only runs `body`,
+    // sends, and leaves through _exit.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => run(parent, || {
+            crate::narrate::set_role(role);
+            drop(results);
+            result_writer.send(&body()?)?;
+            Ok(0)
+        }),
+        nix::unistd::ForkResult::Parent { child } => Ok(Spawned {
+            pid: child,
+            results,
+        }),
+    }
+}
+
+impl Spawned {
+    /// Receives the child's result, then reaps it. Gives up — killing the child, which
+    /// would otherwise wait for ever — as soon as one of `partners` ends: the work it was
+    /// to do will not be done.
+    pub fn collect<T: DeserializeOwned>(self, partners: &[Pid]) -> anyhow::Result<T> {
+        let result = self.results.receive_unless(|| {
+            let ended = partners
+                .iter()
+                .find(|pid| !crate::inspect::running(pid.as_raw()))?;
+            Some(format!("{ended} ended before its work was done: giving up"))
+        });
+        if result.is_err() {
+            let _ = signal::kill(self.pid, Signal::SIGKILL);
+        }
+        wait_or_kill(self.pid)?;
+        result
+    }
+}
+
 /// Asks the kernel to SIGKILL this process when the thread that forked it ends, then
 /// checks that `parent` had not already gone before the request took effect.
 ///
