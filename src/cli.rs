@@ -93,6 +93,16 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Like [`seconds`], but zero is refused: for a duration something must last
+/// (`--seconds 3`).
+pub fn positive_seconds(text: &str) -> Result<Duration, String> {
+    let duration = seconds(text)?;
+    if duration.is_zero() {
+        return Err("the duration must be more than 0 seconds".to_owned());
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +123,8 @@ mod tests {
         assert!(seconds("3601").is_err());
         assert!(seconds("soon").is_err());
         assert!(seconds("NaN").is_err());
+        assert!(positive_seconds("0").is_err());
+        assert_eq!(positive_seconds("0.5"), Ok(Duration::from_millis(500)));
     }
 
     #[test]

@@ -135,6 +135,57 @@ pub fn fd_target(pid: i32, fd: i32) -> Option<String> {
     Some(target.to_string_lossy().into_owned())
 }
 
+/// Nanoseconds `pid` (a process, or the thread `pid`) has spent on a CPU, from
+/// `/proc/<pid>/schedstat`: the scheduler's own clock, not the 10 ms ticks of `stat`.
+///
+/// # References: proc_pid_stat(5), Documentation/scheduler/sched-stats.rst
+pub fn cpu_ns(pid: i32) -> anyhow::Result<u64> {
+    let process = Process::new(pid).with_context(|| format!("open /proc/{pid}"))?;
+    let schedstat = process
+        .schedstat()
+        .with_context(|| format!("read /proc/{pid}/schedstat"))?;
+    Ok(schedstat.sum_exec_runtime)
+}
+
+/// Voluntary and involuntary context switches of thread `tid` of process `pid`, from
+/// `/proc/<pid>/task/<tid>/status` (for a single-threaded process, `tid` = `pid`).
+///
+/// # References: proc_pid_status(5) `voluntary_ctxt_switches`
+pub fn thread_switches(pid: i32, tid: i32) -> anyhow::Result<(u64, u64)> {
+    let status = Process::new(pid)
+        .and_then(|process| process.task_from_tid(tid))
+        .and_then(|task| task.status())
+        .with_context(|| format!("read /proc/{pid}/task/{tid}/status"))?;
+    Ok((
+        status.voluntary_ctxt_switches.unwrap_or(0),
+        status.nonvoluntary_ctxt_switches.unwrap_or(0),
+    ))
+}
+
+/// CPU-seconds all CPUs of the machine have spent busy since boot (everything in the
+/// first line of `/proc/stat` but idle and iowait), at 10 ms resolution. The difference
+/// between two readings, minus what your own processes used, is what everyone else used.
+///
+/// # References: proc_stat(5)
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("/proc/stat starts with the cpu line")?
+        .split_whitespace()
+        .map_while(|field| field.parse().ok())
+        .collect();
+    let (idle, iowait) = (
+        ticks.get(3).copied().unwrap_or(0),
+        ticks.get(4).copied().unwrap_or(0),
+    );
+    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    let busy = ticks.iter().take(8).sum::<u64>() - idle - iowait;
+    Ok(busy as f64 / procfs::ticks_per_second() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +204,15 @@ mod tests {
         // pid_max is at most 2^22 on Linux.
         assert!(inspect(1 << 23).is_err());
         assert!(!exists(1 << 23));
+    }
+
+    #[test]
+    fn this_thread_has_run_and_switched() {
+        let pid = std::process::id() as i32;
+        let tid = nix::unistd::gettid().as_raw();
+        assert!(cpu_ns(pid).expect("schedstat") > 0);
+        std::thread::sleep(Duration::from_millis(1)); // sleeping is a voluntary switch
+        assert!(thread_switches(pid, tid).expect("status").0 > 0);
+        assert!(machine_busy_seconds().expect("/proc/stat") > 0.0);
     }
 }

@@ -7,13 +7,21 @@
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 
-/// Pins the calling process to `cpu`.
+/// Pins the calling thread to `cpu`.
 ///
 /// # References: sched_setaffinity(2)
 pub fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
+    pin_task_to_cpu(Pid::from_raw(0), cpu)
+}
+
+/// Pins task `pid` (a process, or one thread by its tid) to `cpu`; when the call returns,
+/// the kernel runs it only there.
+///
+/// # References: sched_setaffinity(2)
+pub fn pin_task_to_cpu(pid: Pid, cpu: usize) -> nix::Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)
+    sched_setaffinity(pid, &set)
 }
 
 /// The CPUs this process may run on (its affinity mask), in order.

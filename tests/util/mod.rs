@@ -81,8 +81,16 @@ pub fn pid_of(value: &Value) -> i32 {
 /// The state letter in `/proc/<pid>/stat` (R, S, Z…), or None if there is no such
 /// process. The command name in parentheses may hold spaces, so read after the last `)`.
 pub fn proc_state(pid: i32) -> Option<char> {
+    proc_stat_field(pid, 3)?.chars().next()
+}
+
+/// Field `number` of `/proc/<pid>/stat`, numbered as proc_pid_stat(5) numbers them (3 is
+/// the state, 6 the session, 19 the nice value), or None.
+pub fn proc_stat_field(pid: i32, number: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let field = after_comm.split_whitespace().nth(number.checked_sub(3)?)?;
+    Some(field.to_owned())
 }
 
 /// A field of `/proc/<pid>/status` (`PPid`, `Name`, `SigBlk`…), or None.

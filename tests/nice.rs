@@ -1,0 +1,229 @@
+//! nice: pinned workers in one session share a CPU as the kernel's weights predict; in
+//! separate sessions (autogroup) they share it equally; a negative nice value needs
+//! CAP_SYS_NICE; nothing is left running.
+//!
+//! The measuring tests hold a lock so that they never compete with each other for the
+//! CPU they measure.
+
+mod util;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use serde_json::Value;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("nice")
+}
+
+static CPU: Mutex<()> = Mutex::new(());
+
+fn shares(summary: &Value) -> Vec<(f64, f64, f64)> {
+    summary["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let number = |key: &str| row[key].as_f64().unwrap_or_else(|| panic!("{key}: {row}"));
+            (
+                number("predicted_share"),
+                number("measured_share"),
+                number("cpu_seconds"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pinned_workers_in_one_session_share_the_cpu_by_weight() {
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let events = run_json(demo(), &["--seconds", "1", "--nice", "0,5"]);
+    let summary = summary(&events);
+    assert_eq!(summary["pinned"], true);
+    assert_eq!(summary["sessions"], "one");
+    let rows = shares(summary);
+    assert_eq!(rows.len(), 2);
+    // Weights 1024 and 335: 75.35% and 24.65%. Seen within 0.5 points over 5 s; 3 points
+    // over 1 s leaves room for a busy machine, and still fails if nice is not applied
+    // (50/50) or the workers are not pinned (each gets a whole CPU: 50/50).
+    assert!((rows[0].0 - 1024.0 / 1359.0).abs() < 1e-9, "{summary}");
+    for (predicted, measured, _) in &rows {
+        assert!((measured - predicted).abs() < 0.03, "{summary}");
+    }
+    // One CPU was busy the whole second: the workers' CPU times add up to about the
+    // elapsed time — not less (they spun), not more (they were on one CPU).
+    let elapsed = find(&events, "measured")["elapsed_seconds"]
+        .as_f64()
+        .expect("elapsed");
+    let used: f64 = rows.iter().map(|row| row.2).sum();
+    assert!(
+        used > 0.8 * elapsed && used < 1.05 * elapsed,
+        "{used} of {elapsed}: {summary}"
+    );
+}
+
+#[test]
+fn the_kernel_shows_each_workers_nice_value_and_cpu() {
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut demo = Running::start(cargo_bin!("nice"), &["--seconds", "1", "--nice", "0,7,19"]);
+    let pinned_cpu = demo.wait_for("setup")["cpu"].as_u64().expect("a cpu");
+    demo.wait_for("start");
+    let mut workers = Vec::new();
+    for nice in [0, 7, 19] {
+        let pid = pid_of(&demo.wait_for_where("nice", |event| event["nice"] == nice)["worker"]);
+        assert_eq!(
+            proc_stat_field(pid, 19),
+            Some(nice.to_string()),
+            "nice of {pid}"
+        );
+        assert_eq!(
+            proc_status(pid, "Cpus_allowed_list"),
+            Some(pinned_cpu.to_string()),
+            "{pid} is pinned"
+        );
+        workers.push(pid);
+    }
+    let (status, _) = demo.finish();
+    assert!(status.success());
+    for pid in workers {
+        assert_eq!(proc_state(pid), None, "worker {pid} is reaped");
+    }
+}
+
+#[test]
+fn separate_sessions_share_equally_when_autogroup_is_on() {
+    let enabled =
+        std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").unwrap_or_default();
+    if enabled.trim() != "1" {
+        eprintln!("skipped: autogroup is off here (/proc/sys/kernel/sched_autogroup_enabled)");
+        return;
+    }
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut demo = Running::start(
+        cargo_bin!("nice"),
+        &["--seconds", "1", "--nice", "0,10", "--sessions", "separate"],
+    );
+    demo.wait_for("start");
+    for nice in [0, 10] {
+        // Each worker leads a session of its own: session id = its pid. It calls setsid()
+        // itself before it waits for the start, so the test may look a moment early.
+        let pid = pid_of(&demo.wait_for_where("nice", |event| event["nice"] == nice)["worker"]);
+        let leads_its_session = || proc_stat_field(pid, 6) == Some(pid.to_string());
+        assert!(
+            eventually(Duration::from_secs(5), leads_its_session),
+            "{pid}"
+        );
+    }
+    let (status, events) = demo.finish();
+    assert!(status.success());
+    let summary = summary(&events);
+    assert_eq!(summary["autogroup"], true);
+    for (predicted, measured, _) in shares(summary) {
+        // Weights would say 90.3% and 9.7%; groups compete as equals.
+        assert!((measured - 0.5).abs() < 0.05, "{predicted}: {summary}");
+    }
+}
+
+/// The effective capabilities of this process include CAP_SYS_NICE (bit 23)?
+fn have_cap_sys_nice() -> bool {
+    let caps = proc_status(std::process::id() as i32, "CapEff").unwrap_or_default();
+    u64::from_str_radix(&caps, 16).is_ok_and(|bits| bits & (1 << 23) != 0)
+}
+
+#[test]
+fn negative_nice_without_cap_sys_nice_names_the_capability() {
+    let mut command = if have_cap_sys_nice() {
+        // Drop the capability for the demo, as an unprivileged user lacks it.
+        let mut setpriv = assert_cmd::Command::new("setpriv");
+        setpriv.args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"]);
+        setpriv.arg(cargo_bin!("nice"));
+        setpriv
+    } else {
+        demo()
+    };
+    let output = command
+        .args(["--nice", "-5,0", "--seconds", "0.2"])
+        .timeout(TIME_LIMIT)
+        .assert()
+        .code(1)
+        .stderr(contains("CAP_SYS_NICE"))
+        .stderr(contains("try positive values"))
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    // The worker forked before setpriority failed is gone: the pid is in the message.
+    let pid: i32 = stderr
+        .split("PRIO_PROCESS, ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .expect("the message names the worker's pid");
+    assert_eq!(proc_state(pid), None, "worker {pid} is reaped");
+}
+
+#[test]
+fn negative_nice_works_with_cap_sys_nice() {
+    if !have_cap_sys_nice() {
+        eprintln!("skipped: this test process lacks CAP_SYS_NICE");
+        return;
+    }
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let events = run_json(demo(), &["--nice", "-5,0", "--seconds", "0.3"]);
+    assert_eq!(summary(&events)["rows"][0]["weight"], 3121);
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    for args in [
+        &["--nice", "20"][..],
+        &["--nice", "-21"],
+        &["--nice", "abc"],
+        &["--nice", ""],
+        &["--seconds", "0"],
+        &["--seconds", "-1"],
+        &["--sessions", "many"],
+        &["--nice", "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("weight"))
+        .stdout(contains("Examples:"));
+}
+
+#[test]
+fn ctrl_c_leaves_no_worker_running() {
+    let mut demo = Running::start(cargo_bin!("nice"), &["--seconds", "30"]);
+    demo.wait_for("start");
+    let workers: Vec<i32> = [0, 5, 10]
+        .iter()
+        .map(|&nice| pid_of(&demo.wait_for_where("nice", |event| event["nice"] == nice)["worker"]))
+        .collect();
+    assert!(workers.iter().all(|&pid| running(pid)));
+    demo.interrupt();
+    let (status, events) = demo.finish();
+    assert_interrupted_cleanly(status, &workers);
+    assert!(events.iter().all(|event| event["event"] != "summary"));
+}
+
+#[test]
+fn sigterm_leaves_no_worker_running() {
+    let mut demo = Running::start(cargo_bin!("nice"), &["--seconds", "30", "--nice", "3"]);
+    let worker = pid_of(&demo.wait_for("nice")["worker"]);
+    demo.wait_for("start");
+    demo.terminate();
+    let (status, _) = demo.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &[worker]);
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("nice"),
+        &[&["--seconds", "0.2"], &["--json", "--seconds", "0.2"]],
+    );
+}
