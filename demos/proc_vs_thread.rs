@@ -6,8 +6,9 @@
 //! start. In memory, idle children cost little because they share the parent's pages
 //! copy-on-write: summed RSS counts each shared page once per process, PSS only once.
 //! Run:     cargo run --release --bin proc_vs_thread      (add --hold 30 to look with ps)
-//! Observe: thread < command < fork+exit < fork+exec; the children's summed PSS is a
-//!          small fraction of their summed RSS.
+//! Observe: a thread is several times cheaper than fork+exit; both exec'ing ways cost
+//!          most (a new program is loaded); the children's summed PSS is a small
+//!          fraction of their summed RSS.
 //! Book:    book/src/sched/proc_vs_thread.md
 
 use std::ffi::CStr;
