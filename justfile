@@ -25,6 +25,11 @@ book:
 serve:
     mdbook serve book --open
 
+# The measuring demos beside the reference tools (perf: apt-get install linux-perf), on
+# this machine; writes book/src/sched/bench.json and the chapters' SVG figures.
+bench:
+    cargo bench --bench reference
+
 # Everything CI runs.
 ci:
     bash .ci/run
