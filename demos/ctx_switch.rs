@@ -268,6 +268,7 @@ fn measure_mode(
             .map_err(|_| anyhow::anyhow!("the thread panicked"))??;
     }
     let (samples, before, after) = timed?;
+    signals::bail_if_stopped()?; // a stop while the partner was being reaped
     let rounds = args.rounds * u64::from(args.repetitions);
     let result = ModeResult {
         mode: name(mode),
@@ -289,12 +290,17 @@ fn measure_mode(
         )
     };
     event("mode").fields(&result).say(format!(
-        "{}, CPUs {cpu_a} and {cpu_b}: round trip {:.2} µs (range {:.2}-{:.2}), so one switch ≈ {:.2} µs; \
+        "{}, CPUs {cpu_a} and {cpu_b}: round trip {:.2} µs (range {:.2}-{:.2}), so {} ≈ {:.2} µs; \
          switches per round trip, as the kernel counted them: this side {}, the other {}",
         result.mode,
         result.round_trip_us,
         result.min_us,
         result.max_us,
+        if cpu_a == cpu_b {
+            "one switch"
+        } else {
+            "one wake-up of the other CPU"
+        },
         result.switch_us,
         per_trip(0),
         per_trip(1)

@@ -186,8 +186,8 @@ fn set_nice(pid: Pid, nice: i32) -> anyhow::Result<()> {
     if result == -1 {
         let error = nix::errno::Errno::last();
         let hint = if matches!(error, nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) {
-            "; a nice value below 0 needs the CAP_SYS_NICE capability (run as root) — \
-             try positive values, such as --nice 0,5,10"
+            "; a nice value below 0 needs the CAP_SYS_NICE capability, which this process \
+             lacks — try positive values, such as --nice 0,5,10"
         } else {
             ""
         };
