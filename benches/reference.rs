@@ -4,8 +4,8 @@
 //! - `ctx_switch --mode same-cpu` against `taskset -c C perf bench sched pipe` (both sides
 //!   on CPU C), and `--mode cross-cpu` against the same perf run with its two sides
 //!   pinned to two CPUs (the bench moves perf's child right after perf forks it);
-//! - `pipe --bandwidth` against `dd if=/dev/zero | dd of=/dev/null`, pinned the same way,
-//!   with dd's own cost of reading /dev/zero (measured alone) taken out;
+//! - `pipe --bandwidth --produce` against `dd if=/dev/zero | dd of=/dev/null`, pinned the
+//!   same way (`--produce`: the demo's writer fills each chunk, as dd's does);
 //! - `nice` (one session and separate sessions) and `proc_vs_thread`, for the figures.
 //!
 //! It prints each ratio (demo / reference, target 0.9-1.1), writes everything to
@@ -25,7 +25,7 @@ use proclab::measure;
 use serde_json::{Value, json};
 
 /// How many times each pair (demo, reference) runs, alternating; medians are compared.
-const ALTERNATIONS: usize = 5;
+const ALTERNATIONS: usize = 7;
 /// A demo's figure agrees with the reference's if their ratio is within this.
 const TARGET: std::ops::RangeInclusive<f64> = 0.9..=1.1;
 
@@ -56,8 +56,8 @@ fn main() -> anyhow::Result<()> {
     if let (true, Some(&second)) = (perf, cpus.get(1)) {
         comparisons.push(compare("cross-cpu round trip µs", || {
             Ok((
-                ctx_switch_round_trip("cross-cpu", 20_000)?,
-                perf_pipe((cpus[0], second), 20_000)?,
+                ctx_switch_round_trip("cross-cpu", 5_000)?,
+                perf_pipe((cpus[0], second), 5_000)?,
             ))
         })?);
     }
@@ -83,18 +83,27 @@ fn main() -> anyhow::Result<()> {
         placements.push(("two CPUs", (cpus[0], second)));
     }
     let mut alternations = Vec::new();
+    let dd_all = || -> anyhow::Result<Vec<f64>> {
+        placements
+            .iter()
+            .map(|(_, cpus)| dd_mb_per_s(*cpus))
+            .collect()
+    };
     for _ in 0..ALTERNATIONS {
+        // dd before and after the demo's run, averaged: the reference brackets the demo
+        // in time, so a change of the host's load in between counts on both sides.
+        let before = dd_all()?;
         let demo = run_demo(
             env!("CARGO_BIN_EXE_pipe"),
-            &["--bandwidth", "--mebibytes", "1024"],
+            &["--bandwidth", "--mebibytes", "1024", "--produce"],
         )?;
-        alternations.push((
-            demo,
-            placements
-                .iter()
-                .map(|(_, cpus)| dd_mb_per_s(*cpus))
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        ));
+        let after = dd_all()?;
+        let dd: Vec<f64> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (b + a) / 2.0)
+            .collect();
+        alternations.push((demo, dd));
     }
     for (index, (placement, _)) in placements.iter().enumerate() {
         let demo: Vec<f64> = alternations
@@ -221,7 +230,7 @@ fn ctx_switch_round_trip(mode: &str, rounds: u64) -> anyhow::Result<f64> {
         .context("round_trip_us")
 }
 
-/// Runs the pair `ALTERNATIONS` times, alternately, and compares the medians.
+/// Runs the pair `ALTERNATIONS` times, alternately, and compares them (see [`verdict`]).
 fn compare(
     what: &str,
     mut pair: impl FnMut() -> anyhow::Result<(f64, f64)>,
@@ -235,9 +244,13 @@ fn compare(
     Ok(verdict(what, &demo, &reference))
 }
 
+/// The ratio is the median of the ratios of runs made one right after the other: the
+/// host's load changes from second to second (on a VM, cross-CPU wake-ups vary 2-5x), and
+/// a pair of neighbouring runs sees the same load.
 fn verdict(what: &str, demo: &[f64], reference: &[f64]) -> Value {
     let (ours, theirs) = (measure::median(demo), measure::median(reference));
-    let ratio = ours / theirs;
+    let pair_ratios: Vec<f64> = demo.iter().zip(reference).map(|(d, r)| d / r).collect();
+    let ratio = measure::median(&pair_ratios);
     let agrees = TARGET.contains(&ratio);
     println!(
         "  {what:<32} demo {ours:9.2}  reference {theirs:9.2}  ratio {ratio:5.2}  {}",
@@ -306,16 +319,16 @@ fn perf_pipe(cpus: (usize, usize), loops: u64) -> anyhow::Result<f64> {
         .with_context(|| format!("no usecs/op in perf's output: {text}"))
 }
 
-/// MB/s of 1 GiB in 64 KiB blocks (enough that dd's start-up does not count) through `dd if=/dev/zero | dd of=/dev/null`, writer
-/// on `cpus.0` and reader on `cpus.1`, with the time dd's writer spends reading /dev/zero
-/// (measured alone on the same CPU) taken out: the demo's writer has no such input.
+/// MB/s of 1 GiB in 64 KiB blocks (enough that dd's start-up does not count) through
+/// `dd if=/dev/zero | dd of=/dev/null`, writer on `cpus.0` and reader on `cpus.1`. dd's
+/// writer fills each block (from /dev/zero) before writing it: the demo runs with
+/// `--produce` to do the same work.
 fn dd_mb_per_s((writer, reader): (usize, usize)) -> anyhow::Result<f64> {
-    let dd = "dd if=/dev/zero bs=64K count=16384";
-    let pipeline = dd_seconds(&format!(
-        "taskset -c {writer} {dd} status=none | taskset -c {reader} dd of=/dev/null bs=64K"
+    let seconds = dd_seconds(&format!(
+        "taskset -c {writer} dd if=/dev/zero bs=64K count=16384 status=none \
+         | taskset -c {reader} dd of=/dev/null bs=64K"
     ))?;
-    let zero_alone = dd_seconds(&format!("taskset -c {writer} {dd} of=/dev/null"))?;
-    Ok(f64::from(1u32 << 30) / (pipeline - zero_alone) / 1e6)
+    Ok(f64::from(1u32 << 30) / seconds / 1e6)
 }
 
 /// The seconds dd reports on its last line ("… copied, 0.0712 s, 3.8 GB/s").

@@ -20,7 +20,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, pipe2, read, write};
-use proclab::fdio::write_all;
+use proclab::fdio::{read_exact, write_all};
 use proclab::inspect::{fd_target, wait_for_state, wchan};
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
@@ -78,6 +78,12 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     mebibytes: u64,
 
+    /// With --bandwidth: the writer reads each chunk from /dev/zero before it writes it,
+    /// as a producer gets its data from somewhere — and exactly as `dd if=/dev/zero`, the
+    /// benchmark's reference, does.
+    #[arg(long, requires = "bandwidth")]
+    produce: bool,
+
     /// With --forget-close: how long the reader waits with neither data nor EOF before it
     /// calls it a hang (0.1-60 s).
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds,
@@ -115,7 +121,7 @@ fn main() -> ExitCode {
     } else if args.sigpipe {
         sigpipe()
     } else if args.bandwidth {
-        bandwidth(args.chunk as usize, args.mebibytes << 20)
+        bandwidth(args.chunk as usize, args.mebibytes << 20, args.produce)
     } else {
         records(
             args.records.unwrap_or(1000),
@@ -520,8 +526,8 @@ fn sigpipe() -> anyhow::Result<()> {
 fn bandwidth_sample(
     chunk: usize,
     bytes: u64,
-    writer_cpu: usize,
-    reader_cpu: usize,
+    produce: bool,
+    (writer_cpu, reader_cpu): (usize, usize),
 ) -> anyhow::Result<f64> {
     measure::pin_to_cpu(reader_cpu).context("sched_setaffinity")?;
     let (read_end, write_end) = pipe().context("pipe")?;
@@ -531,10 +537,16 @@ fn bandwidth_sample(
         ForkResult::Child => child::run(parent, || {
             drop(read_end);
             measure::pin_to_cpu(writer_cpu)?;
-            let data = vec![b'x'; chunk];
+            let mut data = vec![b'x'; chunk];
+            let source = produce
+                .then(|| std::fs::File::open("/dev/zero"))
+                .transpose()?;
             let mut left = bytes;
             while left > 0 {
                 let n = left.min(chunk as u64) as usize;
+                if let Some(source) = &source {
+                    read_exact(source, &mut data[..n])?; // as dd if=/dev/zero does
+                }
                 write_all(&write_end, &data[..n])?;
                 left -= n as u64;
             }
@@ -562,22 +574,27 @@ fn bandwidth_sample(
     Ok(timed as f64 / seconds / 1e6)
 }
 
-fn bandwidth(chunk: usize, bytes: u64) -> anyhow::Result<()> {
+fn bandwidth(chunk: usize, bytes: u64, produce: bool) -> anyhow::Result<()> {
     let cpus = measure::usable_cpus();
     let mut placements = vec![("one CPU", cpus[0], cpus[0])];
     if let Some(&second) = cpus.get(1) {
         placements.push(("two CPUs", cpus[0], second));
     }
     event("method").say(format!(
-        "method: {} MiB in {chunk}-byte writes, writer and reader pinned; MB/s from the first byte \
-         read to EOF; 1 warm-up run, then the median of 5",
-        bytes >> 20
+        "method: {} MiB in {chunk}-byte writes{}, writer and reader pinned; MB/s from the first \
+         byte read to EOF; 1 warm-up run, then the median of 5",
+        bytes >> 20,
+        if produce {
+            ", each chunk read from /dev/zero first"
+        } else {
+            ""
+        }
     ));
     let mut rows = Vec::new();
     for (placement, writer_cpu, reader_cpu) in placements {
-        bandwidth_sample(chunk, bytes, writer_cpu, reader_cpu)?; // warm-up
+        bandwidth_sample(chunk, bytes, produce, (writer_cpu, reader_cpu))?; // warm-up
         let samples: Vec<f64> = (0..5)
-            .map(|_| bandwidth_sample(chunk, bytes, writer_cpu, reader_cpu))
+            .map(|_| bandwidth_sample(chunk, bytes, produce, (writer_cpu, reader_cpu)))
             .collect::<anyhow::Result<_>>()?;
         let (median, low, high) = (
             measure::median(&samples),
@@ -594,6 +611,7 @@ fn bandwidth(chunk: usize, bytes: u64) -> anyhow::Result<()> {
     event("summary")
         .field("chunk_bytes", chunk)
         .field("bytes", bytes)
+        .field("produce", produce)
         .field("rows", &rows)
         .say("summary: throughput through a pipe, median of 5 pinned runs per placement");
     Ok(())
