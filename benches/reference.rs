@@ -253,7 +253,7 @@ fn verdict(what: &str, demo: &[f64], reference: &[f64]) -> Value {
     let ratio = measure::median(&pair_ratios);
     let agrees = TARGET.contains(&ratio);
     println!(
-        "  {what:<32} demo {ours:9.2}  reference {theirs:9.2}  ratio {ratio:5.2}  {}",
+        "  {what:<32} demo {ours:9.2}  reference {theirs:9.2}  paired ratio {ratio:5.2}  {}",
         if agrees { "agrees" } else { "OUTSIDE 0.9-1.1" }
     );
     json!({ "what": what, "demo": ours, "reference": theirs, "ratio": ratio, "agrees": agrees,

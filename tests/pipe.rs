@@ -112,13 +112,21 @@ fn both_sigpipe_behaviours_are_decoded() {
 
 #[test]
 fn bandwidth_is_positive_and_finite() {
-    let events = run_json(demo(), &["--bandwidth", "--mebibytes", "4"]);
-    let rows = summary(&events)["rows"].as_array().expect("rows").clone();
-    assert!(!rows.is_empty());
-    for row in rows {
-        let rate = row["mb_per_s"].as_f64().expect("a rate");
-        assert!(rate.is_finite() && rate > 0.0, "{row}");
+    for produce in [false, true] {
+        let mut args = vec!["--bandwidth", "--mebibytes", "4"];
+        args.extend(produce.then_some("--produce"));
+        let events = run_json(demo(), &args);
+        let summary = summary(&events);
+        assert_eq!(summary["produce"], produce);
+        assert_eq!(summary["bytes"], 4 << 20); // checked by the demo: all of it arrived
+        let rows = summary["rows"].as_array().expect("rows").clone();
+        assert!(!rows.is_empty());
+        for row in rows {
+            let rate = row["mb_per_s"].as_f64().expect("a rate");
+            assert!(rate.is_finite() && rate > 0.0, "{row}");
+        }
     }
+    assert_usage_error(demo(), &["--produce"]); // only with --bandwidth
 }
 
 #[test]
