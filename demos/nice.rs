@@ -3,12 +3,13 @@
 //! Demonstrates: the kernel gives each runnable task a weight from a fixed table (1024
 //! for nice 0, about 1.25× less per step up) and shares a CPU in proportion to weight.
 //! Busy workers pinned to one CPU, in one session, get exactly the shares the weights
-//! predict. In separate sessions (autogroup), or each on its own CPU, nice changes nothing.
+//! predict. In separate sessions (autogroup, outside a cpu cgroup), or each on its own
+//! CPU, nice changes nothing.
 //! Run:     cargo run --release --bin nice
 //! Observe: measured shares within a fraction of a point of the weights' prediction.
 //! Book:    book/src/sched/nice.md
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -33,12 +34,12 @@ use serde::Serialize;
                         nice --sessions separate\n  nice --nice 0,10 --no-pin")]
 struct Args {
     /// Nice values, one busy worker each (-20 to 19, comma-separated, at most 16).
-    /// Values below 0 need CAP_SYS_NICE.
+    /// Values below the demo's own nice value (normally 0) need CAP_SYS_NICE.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "0,5,10",
           allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: Vec<i32>,
 
-    /// How long the workers spin (more than 0, at most 3600 s).
+    /// How long the workers spin (0.1 to 3600 s).
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = cli::positive_seconds)]
     seconds: Duration,
 
@@ -82,6 +83,11 @@ fn main() -> ExitCode {
     if args.nice.len() > 16 {
         cli::usage_error("--nice takes at most 16 values");
     }
+    if args.seconds < Duration::from_millis(100) {
+        cli::usage_error(
+            "--seconds must be at least 0.1: shorter runs measure start-up, not sharing",
+        );
+    }
     narrate::init(args.json, "parent");
     let result = signals::catch_stop_signals()
         .map_err(anyhow::Error::from)
@@ -113,9 +119,12 @@ fn weight(nice: i32) -> u32 {
 fn run(args: &Args) -> anyhow::Result<()> {
     let cpus = measure::usable_cpus();
     let cpu = *cpus.last().expect("a process may run on at least one CPU");
-    let autogroup = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+    let autogroup_enabled = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
         .map(|text| text.trim() == "1")
         .unwrap_or(false);
+    let cpu_cgroup = inspect::cpu_cgroup(); // autogroup works only outside such a group
+    let autogroup = autogroup_enabled && cpu_cgroup.is_none();
+    let own_nice = own_nice();
     let placement = if args.no_pin {
         format!("not pinned, {} CPUs usable", cpus.len())
     } else {
@@ -124,6 +133,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     event("setup")
         .field("cpu", (!args.no_pin).then_some(cpu))
         .field("autogroup", autogroup)
+        .field("cpu_cgroup", &cpu_cgroup)
+        .field("own_nice", own_nice)
         .say(format!(
             "{} busy workers, {placement}, {}; autogroup is {}",
             args.nice.len(),
@@ -131,26 +142,34 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Sessions::One => "all in this session",
                 Sessions::Separate => "each in a session of its own",
             },
-            if autogroup { "on" } else { "off" }
+            match (&cpu_cgroup, autogroup_enabled) {
+                (_, false) => "off".to_owned(),
+                (None, true) => "on".to_owned(),
+                (Some(group), true) => format!(
+                    "on, but bypassed: this process is in the cpu cgroup {group}, and autogroup \
+                     applies only to the root one"
+                ),
+            }
         ));
     let (start_read, start_write) = pipe().context("pipe")?;
     let mut workers = Vec::new();
     for &nice in &args.nice {
-        let worker = fork_worker(&start_read, args.sessions)?;
+        let worker = fork_worker((&start_read, &start_write), args.sessions)?;
         workers.push(worker);
         if !args.no_pin {
             measure::pin_task_to_cpu(worker, cpu)
                 .with_context(|| format!("sched_setaffinity({worker}, CPU {cpu})"))?;
         }
-        set_nice(worker, nice)?;
+        set_nice(worker, nice, own_nice)?;
     }
-    let rows = measure_shares(&workers, &start_write, args)?;
+    let rows = measure_shares(&workers, &start_write, cpu, args)?;
     explain(args, autogroup, cpus.len(), &rows);
     event("summary")
         .field("rows", &rows)
         .field("pinned", !args.no_pin)
         .field("sessions", args.sessions)
         .field("autogroup", autogroup)
+        .field("cpu_cgroup", &cpu_cgroup)
         .say(table(&rows));
     Ok(())
 }
@@ -158,15 +177,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// A worker: in its own session if asked, it waits for the start (a byte
 /// on the pipe) and spins until killed.
 // ANCHOR: worker
-fn fork_worker(start: &OwnedFd, sessions: Sessions) -> anyhow::Result<Pid> {
+fn fork_worker(start: (&OwnedFd, &OwnedFd), sessions: Sessions) -> anyhow::Result<Pid> {
     let parent = getpid();
     // SAFETY: single-threaded here; the child spins and never returns (it is killed).
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run(parent, || {
+            // The parent's end: closed by number, as this copy's owner never runs again
+            // (the child ends in _exit).
+            nix::unistd::close(start.1.as_raw_fd()).context("close")?;
             if sessions == Sessions::Separate {
                 setsid().context("setsid")?; // a new session: a new autogroup
             }
-            read_exact(start, &mut [0])?; // one byte each: everyone starts together
+            read_exact(start.0, &mut [0])?; // one byte each: everyone starts together
             let mut spins = 0u64;
             loop {
                 spins = std::hint::black_box(spins.wrapping_add(1)); // busy, never blocks
@@ -177,19 +199,23 @@ fn fork_worker(start: &OwnedFd, sessions: Sessions) -> anyhow::Result<Pid> {
 }
 // ANCHOR_END: worker
 
-/// `setpriority(PRIO_PROCESS, pid, nice)`: nix has no wrapper, so libc. Lowering a nice
-/// value below 0 needs CAP_SYS_NICE (or a matching RLIMIT_NICE).
+/// `setpriority(PRIO_PROCESS, pid, nice)`: nix has no wrapper, so libc. A worker inherits
+/// the demo's nice (normally 0); lowering it needs CAP_SYS_NICE (or RLIMIT_NICE).
 // ANCHOR: set_nice
-fn set_nice(pid: Pid, nice: i32) -> anyhow::Result<()> {
+fn set_nice(pid: Pid, nice: i32, own_nice: i32) -> anyhow::Result<()> {
     // SAFETY: setpriority only reads its integer arguments.
     let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid.as_raw() as libc::id_t, nice) };
     if result == -1 {
         let error = nix::errno::Errno::last();
         let hint = if matches!(error, nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) {
-            "; a nice value below 0 needs the CAP_SYS_NICE capability, which this process \
-             lacks — try positive values, such as --nice 0,5,10"
+            let (low, mid, high) = (own_nice, (own_nice + 5).min(19), (own_nice + 10).min(19));
+            format!(
+                "; a worker starts at this process's nice ({own_nice}), and lowering it needs the \
+                 CAP_SYS_NICE capability, which this process lacks — try values of {own_nice} or \
+                 more, such as --nice {low},{mid},{high}"
+            )
         } else {
-            ""
+            String::new()
         };
         anyhow::bail!("setpriority(PRIO_PROCESS, {pid}, {nice}): {error}{hint}");
     }
@@ -205,19 +231,41 @@ fn set_nice(pid: Pid, nice: i32) -> anyhow::Result<()> {
 }
 // ANCHOR_END: set_nice
 
+/// This process's nice value: `getpriority` may return -1 as a value, so errno tells.
+fn own_nice() -> i32 {
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority only reads its integer arguments.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice == -1 && nix::errno::Errno::last_raw() != 0 {
+        0
+    } else {
+        nice
+    }
+}
+
 /// Releases the workers, lets them spin, and reads how much CPU each one got.
 // ANCHOR: measure
-fn measure_shares(workers: &[Pid], start: &OwnedFd, args: &Args) -> anyhow::Result<Vec<Row>> {
+fn measure_shares(
+    workers: &[Pid],
+    start: &OwnedFd,
+    cpu: usize,
+    args: &Args,
+) -> anyhow::Result<Vec<Row>> {
+    for worker in workers {
+        // Asleep on the start pipe: its start-up is done and will not count.
+        inspect::wait_for_state(worker.as_raw(), 'S', Duration::from_secs(5))?;
+    }
     let cpu_ns = |pid: &Pid| inspect::cpu_ns(pid.as_raw());
     let before: Vec<u64> = workers.iter().map(cpu_ns).collect::<Result<_, _>>()?;
-    let machine_before = inspect::machine_busy_seconds()?;
+    let watched_cpu = (!args.no_pin).then_some(cpu); // the workers' CPU, or all of them
+    let busy_before = inspect::busy_cpu_seconds(watched_cpu)?;
     let started = Instant::now();
     write_all(start, &vec![0; workers.len()])?; // all workers run from now
     event("start").say(format!("workers released for {:?}", args.seconds));
     signals::sleep(args.seconds);
     let after: Vec<u64> = workers.iter().map(cpu_ns).collect::<Result<_, _>>()?;
     let elapsed = started.elapsed().as_secs_f64();
-    let machine_busy = inspect::machine_busy_seconds()? - machine_before;
+    let busy = inspect::busy_cpu_seconds(watched_cpu)? - busy_before;
     for &pid in workers {
         kill(pid, Signal::SIGKILL).context("kill")?;
         child::wait_or_kill(pid)?;
@@ -235,13 +283,18 @@ fn measure_shares(workers: &[Pid], start: &OwnedFd, args: &Args) -> anyhow::Resu
             .map(|&nice| f64::from(weight(nice)))
             .sum::<f64>(),
     );
-    let others = (machine_busy - total_used).max(0.0);
+    let others = (busy - total_used).max(0.0);
     event("measured")
         .field("elapsed_seconds", elapsed)
         .field("others_cpu_seconds", others)
         .say(format!(
             "workers used {total_used:.3} CPU-seconds in {elapsed:.3} s (/proc/<pid>/schedstat); \
-             other processes about {others:.2} (/proc/stat)"
+             other processes about {others:.2} {where_} (/proc/stat)",
+            where_ = if args.no_pin {
+                "on all CPUs".to_owned()
+            } else {
+                format!("on CPU {cpu}")
+            }
         ));
     Ok(workers
         .iter()
@@ -285,6 +338,10 @@ fn explain(args: &Args, autogroup: bool, cpus: usize, rows: &[Row]) {
          compete as equals, and nice only orders tasks within a group — so each worker gets an \
          equal share. To make nice count again: run them in one session, set the group's \
          nice (echo 10 > /proc/<pid>/autogroup), or use cgroups (cpu.weight)"
+            .to_owned()
+    } else if args.sessions == Sessions::Separate {
+        "separate sessions, but autogroup is off or bypassed by a cpu cgroup: sessions make no \
+         scheduling groups here, so the weights still divide the CPU"
             .to_owned()
     } else {
         "one CPU shared by weight: each worker's share is its weight over the sum of weights"

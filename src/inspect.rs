@@ -162,18 +162,19 @@ pub fn thread_switches(pid: i32, tid: i32) -> anyhow::Result<(u64, u64)> {
     ))
 }
 
-/// CPU-seconds all CPUs of the machine have spent busy since boot (everything in the
-/// first line of `/proc/stat` but idle and iowait), at 10 ms resolution. The difference
-/// between two readings, minus what your own processes used, is what everyone else used.
+/// CPU-seconds spent busy since boot — by all CPUs of the machine (`cpu` = None) or by
+/// one — from `/proc/stat`: every column but idle and iowait, at 10 ms resolution. The
+/// difference between two readings, minus what your own processes used, is what
+/// everyone else used.
 ///
 /// # References: proc_stat(5)
-pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+pub fn busy_cpu_seconds(cpu: Option<usize>) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let label = cpu.map_or("cpu ".to_owned(), |cpu| format!("cpu{cpu} "));
     let ticks: Vec<u64> = stat
         .lines()
-        .next()
-        .and_then(|line| line.strip_prefix("cpu "))
-        .context("/proc/stat starts with the cpu line")?
+        .find_map(|line| line.strip_prefix(&label))
+        .with_context(|| format!("no {label:?} line in /proc/stat"))?
         .split_whitespace()
         .map_while(|field| field.parse().ok())
         .collect();
@@ -181,9 +182,31 @@ pub fn machine_busy_seconds() -> anyhow::Result<f64> {
         ticks.get(3).copied().unwrap_or(0),
         ticks.get(4).copied().unwrap_or(0),
     );
-    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    // guest and guest_nice (columns 9 and 10) are already counted in user and nice.
     let busy = ticks.iter().take(8).sum::<u64>() - idle - iowait;
     Ok(busy as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// The cpu cgroup of this process, if it is not the root one: the kernel applies
+/// autogroup (one scheduling group per session) only to tasks in the root cpu group, so
+/// inside a container or a systemd unit with CPU control, sessions do not matter.
+///
+/// # References: sched(7) "The autogroup feature", cgroups(7)
+pub fn cpu_cgroup() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let controls_cpu = if controllers.is_empty() {
+            // cgroup v2: the cpu controller acts on this group if it is enabled in it.
+            let file = format!("/sys/fs/cgroup{path}/cgroup.controllers");
+            std::fs::read_to_string(file)
+                .is_ok_and(|list| list.split_whitespace().any(|name| name == "cpu"))
+        } else {
+            controllers.split(',').any(|controller| controller == "cpu")
+        };
+        (controls_cpu && path != "/").then(|| path.to_owned())
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +236,8 @@ mod tests {
         assert!(cpu_ns(pid).expect("schedstat") > 0);
         std::thread::sleep(Duration::from_millis(1)); // sleeping is a voluntary switch
         assert!(thread_switches(pid, tid).expect("status").0 > 0);
-        assert!(machine_busy_seconds().expect("/proc/stat") > 0.0);
+        assert!(busy_cpu_seconds(None).expect("/proc/stat") > 0.0);
+        assert!(busy_cpu_seconds(Some(0)).expect("/proc/stat") > 0.0);
+        assert!(busy_cpu_seconds(Some(1 << 20)).is_err());
     }
 }
