@@ -320,8 +320,13 @@ fn observe(
         .field(ids, sleepers)
         .say(format!(
             "{count} idle {kind}, all asleep: Rss {rss_kib} KiB, Pss {pss_kib} KiB over {} \
-         process(es): {per_one:.0} KiB of Pss each beyond the baseline",
-            measured.len()
+         {}: {per_one:.0} KiB of Pss each beyond the baseline",
+            measured.len(),
+            if measured.len() == 1 {
+                "process"
+            } else {
+                "processes"
+            }
         ));
     if !hold.is_zero() {
         let pid = measured[0];
