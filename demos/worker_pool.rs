@@ -190,21 +190,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         partials: &partials,
     };
     if args.compare {
-        let dynamic = pool(args, workers, Distribution::Dynamic, &shared)?;
+        // The first run's account is a `run` event; the second's is the summary, with
+        // both times.
+        let dynamic = pool(args, workers, Distribution::Dynamic, &shared, None)?;
         if signals::stop_requested().is_none() {
-            let fixed = pool(args, workers, Distribution::Static, &shared)?;
-            event("compare")
-                .field("dynamic_seconds", dynamic.seconds)
-                .field("static_seconds", fixed.seconds)
-                .say(format!(
-                    "dynamic {:.3}s, static {:.3}s: dynamic took {:.0}% of static's time",
-                    dynamic.seconds,
-                    fixed.seconds,
-                    100.0 * dynamic.seconds / fixed.seconds
-                ));
+            pool(
+                args,
+                workers,
+                Distribution::Static,
+                &shared,
+                Some(dynamic.seconds),
+            )?;
         }
     } else {
-        pool(args, workers, args.distribution, &shared)?;
+        pool(args, workers, args.distribution, &shared, Some(f64::NAN))?;
     }
     Ok(())
 }
@@ -276,6 +275,8 @@ fn pool(
     workers: u32,
     distribution: Distribution,
     shared: &Shared,
+    // None: not the last run (--compare's first); NaN: no comparison; else dynamic's time.
+    dynamic_seconds: Option<f64>,
 ) -> anyhow::Result<Outcome> {
     let (results_read, results_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     fcntl(&results_read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("fcntl(O_NONBLOCK)")?;
@@ -286,7 +287,7 @@ fn pool(
             .map(|slot| {
                 let (start, end) = (
                     args.tasks * slot / slots as u64,
-                    args.tasks * (slot as u64 + 1) / slots as u64,
+                    args.tasks * (slot + 1) / slots as u64,
                 );
                 (start..end).collect()
             })
@@ -332,7 +333,7 @@ fn pool(
     master.shut_down()?;
     let seconds = start.elapsed().as_secs_f64();
     result?;
-    master.summarize(workers, seconds, alive_at_end)?;
+    master.summarize(workers, seconds, alive_at_end, dynamic_seconds)?;
     Ok(Outcome { seconds })
 }
 
@@ -575,18 +576,22 @@ impl Master<'_> {
                 tasks: worker.done,
                 ending: ended,
             });
+            // A worker that crashed at start is not the task's fault: no attempt counted
+            // (the backoff bounds how often that can happen).
+            let crashed_at_start =
+                !worker.killed && worker.done == 0 && worker.started.elapsed() < EARLY;
             if let Some((task, _)) = worker.held {
-                self.requeue(slot, task);
+                self.requeue(slot, task, !crashed_at_start);
             }
-            self.schedule_respawn(slot, &worker)?;
+            self.schedule_respawn(slot, crashed_at_start)?;
         }
     }
     // ANCHOR_END: reap
 
     /// A lost task goes back to the front of its queue, unless it has used its retries.
-    fn requeue(&mut self, slot: usize, task: u64) {
+    fn requeue(&mut self, slot: usize, task: u64, count_attempt: bool) {
         let attempts = &mut self.attempts[task as usize];
-        *attempts += 1;
+        *attempts += u32::from(count_attempt);
         if *attempts > self.args.retries {
             self.failed.push(task);
             event("failed")
@@ -612,11 +617,11 @@ impl Master<'_> {
     // ANCHOR: backoff
     /// A worker that died right after its start, having done nothing, will likely do it
     /// again: wait 100 ms, then 200, 400… before the next one; give up after a few.
-    fn schedule_respawn(&mut self, slot: usize, dead: &Worker) -> anyhow::Result<()> {
+    fn schedule_respawn(&mut self, slot: usize, crashed_at_start: bool) -> anyhow::Result<()> {
         if self.stopping {
             return Ok(());
         }
-        if !dead.killed && dead.done == 0 && dead.started.elapsed() < EARLY {
+        if crashed_at_start {
             self.early_deaths[slot] += 1;
         } else {
             self.early_deaths[slot] = 0;
@@ -734,28 +739,38 @@ impl Master<'_> {
     }
     // ANCHOR_END: shut_down
 
-    fn summarize(&self, workers: u32, seconds: f64, alive_at_end: usize) -> anyhow::Result<()> {
+    fn summarize(
+        &self,
+        workers: u32,
+        seconds: f64,
+        alive_at_end: usize,
+        dynamic_seconds: Option<f64>,
+    ) -> anyhow::Result<()> {
         let tally = self.ledger.check(&[self.args.tasks]);
         let exactly_once = tally.received == self.completed
             && self.completed + self.failed.len() as u64 == self.args.tasks;
-        let mut summary = event("summary")
-            .field("tasks", self.args.tasks)
-            .field("completed", self.completed)
-            .field("failed", self.failed.len())
-            .field("failed_tasks", &self.failed)
-            .field("retried", self.retried)
-            .field("duplicates_discarded", self.duplicates)
-            .field("duplicates_accepted", 0)
-            .field("respawns", self.respawns)
-            .field("per_worker", &self.per_worker)
-            .field("seconds", seconds)
-            .field("distribution", self.distribution)
-            .field("workers", workers)
-            .field("workers_alive_at_end", alive_at_end)
-            .field("heartbeats", self.heartbeats)
-            .field("exactly_once", exactly_once)
-            .field("served", &self.served)
-            .field("interrupted", signals::stop_requested().map(Signal::as_str));
+        let mut summary = event(if dynamic_seconds.is_some() {
+            "summary"
+        } else {
+            "run"
+        })
+        .field("tasks", self.args.tasks)
+        .field("completed", self.completed)
+        .field("failed", self.failed.len())
+        .field("failed_tasks", &self.failed)
+        .field("retried", self.retried)
+        .field("duplicates_discarded", self.duplicates)
+        .field("duplicates_accepted", 0)
+        .field("respawns", self.respawns)
+        .field("per_worker", &self.per_worker)
+        .field("seconds", seconds)
+        .field("distribution", self.distribution)
+        .field("workers", workers)
+        .field("workers_alive_at_end", alive_at_end)
+        .field("heartbeats", self.heartbeats)
+        .field("exactly_once", exactly_once)
+        .field("served", &self.served)
+        .field("interrupted", signals::stop_requested().map(Signal::as_str));
         let mut text = format!(
             "summary: {} of {} tasks completed exactly once: {exactly_once}; failed {}, retried {}, \
              duplicates discarded {}, respawns {}; per worker {:?}; {seconds:.3}s ({})",
@@ -776,6 +791,15 @@ impl Master<'_> {
                 .field("map_reduce_sum", reduced)
                 .field("sequential_sum", sequential);
             text += &format!("; map-reduce sum {reduced}, sequential {sequential}");
+        }
+        if let Some(dynamic) = dynamic_seconds.filter(|seconds| !seconds.is_nan()) {
+            summary = summary
+                .field("dynamic_seconds", dynamic)
+                .field("static_seconds", seconds);
+            text += &format!(
+                "; dynamic took {dynamic:.3}s, static {seconds:.3}s: {:.0}% of static's time",
+                100.0 * dynamic / seconds
+            );
         }
         summary.say(text);
         Ok(())
