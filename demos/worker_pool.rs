@@ -44,6 +44,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe2};
 use proclab::child::{Ending, ending};
 use proclab::fdio::{read_exact, write_all};
+use proclab::inspect::running;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
 use proclab::shm::{SharedArray, load, store};
@@ -329,9 +330,15 @@ fn pool(
             name(distribution)
         ));
     let result = master.supervise();
-    let alive_at_end = master.slots.iter().flatten().count();
-    master.shut_down()?;
     let seconds = start.elapsed().as_secs_f64();
+    let result = result.and_then(|()| master.settle());
+    let alive_at_end = master
+        .slots
+        .iter()
+        .flatten()
+        .filter(|worker| running(worker.pid.as_raw()))
+        .count();
+    master.shut_down()?;
     result?;
     master.summarize(workers, seconds, alive_at_end, dynamic_seconds)?;
     Ok(Outcome { seconds })
@@ -654,6 +661,27 @@ impl Master<'_> {
     }
     // ANCHOR_END: backoff
 
+    /// After the work, before the stop messages: reap and respawn until every slot has a
+    /// live worker again (a worker killed just before the last result is replaced too),
+    /// for at most a second.
+    fn settle(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && signals::stop_requested().is_none() {
+            self.reap()?;
+            self.respawn_due()?;
+            let whole = self.respawn_at.iter().all(Option::is_none)
+                && self
+                    .slots
+                    .iter()
+                    .all(|w| w.as_ref().is_some_and(|w| running(w.pid.as_raw())));
+            if whole {
+                break;
+            }
+            signals::wait_readable(None, Duration::from_millis(20)); // SIGCHLD wakes it
+        }
+        Ok(())
+    }
+
     fn respawn_due(&mut self) -> anyhow::Result<()> {
         for slot in 0..self.slots.len() {
             if self.respawn_at[slot].is_some_and(|at| Instant::now() >= at) {
@@ -689,7 +717,12 @@ impl Master<'_> {
     }
 
     fn kill_random_worker(&mut self) {
-        let mut alive: Vec<&mut Worker> = self.slots.iter_mut().flatten().collect();
+        let mut alive: Vec<&mut Worker> = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .filter(|worker| !worker.killed)
+            .collect();
         if alive.is_empty() {
             return;
         }

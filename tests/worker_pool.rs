@@ -176,6 +176,22 @@ fn map_reduce_equals_the_sequential_sum() {
     assert_every_task_once(summary, 200);
     assert!(summary["sequential_sum"].as_u64().expect("sum") > 0);
     assert_eq!(summary["map_reduce_sum"], summary["sequential_sum"]);
+    // The shared memory is anonymous: nothing named in /dev/shm, during or after.
+    let demo_pid = summary["pid"].as_u64().expect("pid");
+    let left = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .contains(&format!(".{demo_pid}."))
+        });
+    assert!(
+        !left,
+        "a shared-memory object of {demo_pid} is left in /dev/shm"
+    );
 }
 
 /// A run long enough to interrupt: 100,000 tasks of 2 ms on 2 workers.
@@ -216,6 +232,31 @@ fn sigterm_stops_the_pool_cleanly() {
     assert!(summary["completed"].as_u64().expect("completed") > 0);
     let served = summary["served"].as_array().expect("served");
     assert!(served.iter().all(|w| w["code"] == 0), "{summary}");
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn a_task_longer_than_the_grace_is_killed_after_it() {
+    // Task 0 hangs (the timeout is far away); the others take 2 ms. After SIGTERM the
+    // idle workers stop on their message; the one holding task 0 is killed when the
+    // 0.3 s grace ends.
+    let mut args = LONG_RUN.to_vec();
+    args.extend(["--hang-task", "0", "--timeout", "60", "--grace", "0.3"]);
+    let mut running = Running::start(cargo_bin!("worker_pool"), &args);
+    running.wait_for_where("spawn", |e| e["slot"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    running.terminate();
+    let stopping = running.wait_for("stopping");
+    let (status, events) = running.finish();
+    let summary = summary(&events);
+    // The hung task at least (the other worker may be between two tasks).
+    assert!(stopping["running_tasks"].as_u64() >= Some(1), "{stopping}");
+    let stopped = summary["t"].as_f64().expect("t") - stopping["t"].as_f64().expect("t");
+    assert!(stopped >= 0.3, "the grace was waited out: {stopped}s");
+    let served = summary["served"].as_array().expect("served");
+    let killed: Vec<&Value> = served.iter().filter(|w| w["signal"] == "SIGKILL").collect();
+    assert_eq!(killed.len(), 1, "{summary}");
+    assert_eq!(served.len() - killed.len(), 1, "{summary}");
     assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
 }
 
