@@ -150,6 +150,8 @@ const HEARTBEAT: u64 = u64::MAX - 1;
 const RECORD: usize = proclab::record::MIN_SIZE;
 /// How often a busy worker says it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
+/// A busy worker not heard from for this long is reported silent.
+const SILENT_AFTER: Duration = Duration::from_millis(300);
 /// Numbers per task in --map-reduce.
 const SLICE: usize = 1000;
 /// A worker that dies sooner than this after its start, having done nothing, crashed at
@@ -224,6 +226,8 @@ struct Worker {
     held: Option<(u64, Instant)>,
     done: u64,
     last_heard: Instant,
+    /// Said to be silent during its current task (said once per task).
+    silent: bool,
     /// The master sent it SIGKILL (--kill-worker-every, --timeout): not a crash.
     killed: bool,
 }
@@ -262,6 +266,7 @@ struct Master<'a> {
     duplicates: u64,
     respawns: u64,
     heartbeats: u64,
+    silences: u64,
     next_serial: u32,
     serial_slot: Vec<usize>,
     per_worker: Vec<u64>,
@@ -311,6 +316,7 @@ fn pool(
         duplicates: 0,
         respawns: 0,
         heartbeats: 0,
+        silences: 0,
         next_serial: 0,
         serial_slot: Vec::new(),
         per_worker: vec![0; slots],
@@ -391,7 +397,7 @@ impl Master<'_> {
             if !self.stopping {
                 self.hand_out()?;
             }
-            self.check_timeouts();
+            self.watch();
             if let Some(at) = next_kill
                 && Instant::now() >= at
                 && !self.stopping
@@ -451,6 +457,7 @@ impl Master<'_> {
                     held: None,
                     done: 0,
                     last_heard: now,
+                    silent: false,
                     killed: false,
                 });
                 self.next_serial += 1;
@@ -482,7 +489,10 @@ impl Master<'_> {
                 continue;
             };
             match send_id(&worker.task_pipe, task) {
-                Ok(()) => worker.held = Some((task, Instant::now())),
+                Ok(()) => {
+                    worker.held = Some((task, Instant::now()));
+                    (worker.last_heard, worker.silent) = (Instant::now(), false);
+                }
                 // The worker died and has not been reaped yet: the task waits for the
                 // next worker; the reaper will notice.
                 Err(Errno::EPIPE) => self.queues[queue].push_front(task),
@@ -513,7 +523,7 @@ impl Master<'_> {
                 if task == HEARTBEAT {
                     self.heartbeats += 1;
                     if let Some(worker) = current {
-                        worker.last_heard = Instant::now();
+                        (worker.last_heard, worker.silent) = (Instant::now(), false);
                     }
                     continue;
                 }
@@ -693,8 +703,27 @@ impl Master<'_> {
         Ok(())
     }
 
-    /// --timeout: a worker stuck on one task too long is killed; the reaper re-queues it.
-    fn check_timeouts(&mut self) {
+    // ANCHOR: watch
+    /// Heartbeats: a busy worker not heard from for a few heartbeat periods is said to be
+    /// silent (stuck, or stopped: kill -STOP). --timeout: a worker that has held one task
+    /// too long is killed; the reaper then re-queues the task or reports it failed.
+    fn watch(&mut self) {
+        for worker in self.slots.iter_mut().flatten() {
+            if let Some((task, _)) = worker.held
+                && !worker.silent
+                && worker.last_heard.elapsed() > SILENT_AFTER
+            {
+                worker.silent = true;
+                self.silences += 1;
+                event("silent")
+                    .field("worker", worker.pid.as_raw())
+                    .field("task", task)
+                    .say(format!(
+                        "worker {} holds task {task} and has sent no heartbeat for {SILENT_AFTER:?}",
+                        worker.pid
+                    ));
+            }
+        }
         let Some(limit) = self.args.timeout else {
             return;
         };
@@ -715,6 +744,7 @@ impl Master<'_> {
             }
         }
     }
+    // ANCHOR_END: watch
 
     fn kill_random_worker(&mut self) {
         let mut alive: Vec<&mut Worker> = self
@@ -801,6 +831,7 @@ impl Master<'_> {
         .field("workers", workers)
         .field("workers_alive_at_end", alive_at_end)
         .field("heartbeats", self.heartbeats)
+        .field("silences", self.silences)
         .field("exactly_once", exactly_once)
         .field("served", &self.served)
         .field("interrupted", signals::stop_requested().map(Signal::as_str));

@@ -134,6 +134,15 @@ fn a_hung_task_is_retried_then_reported_failed() {
     assert_eq!(summary["retried"], 2, "{summary}");
     let timeouts = events.iter().filter(|e| e["event"] == "timeout").count();
     assert_eq!(timeouts, 3, "one try and two retries, each timed out");
+    // The hung worker sends no heartbeat: the master noticed before the timeout.
+    let silent = events
+        .iter()
+        .filter(|e| e["event"] == "silent")
+        .collect::<Vec<_>>();
+    assert!(
+        !silent.is_empty() && silent.iter().all(|e| e["task"] == 7),
+        "{silent:?}"
+    );
     assert_no_worker_left(&events);
 }
 
