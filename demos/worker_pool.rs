@@ -153,7 +153,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 /// A busy worker not heard from for this long is reported silent.
 const SILENT_AFTER: Duration = Duration::from_millis(300);
 /// Numbers per task in --map-reduce.
-const SLICE: usize = 1000;
+const SLICE: usize = 100; // at most 100000 tasks × 100 × 8 bytes = 80 MB
 /// A worker that dies sooner than this after its start, having done nothing, crashed at
 /// start; this many such crashes in a row on one slot and the pool gives up.
 const EARLY: Duration = Duration::from_millis(500);
@@ -518,7 +518,9 @@ impl Master<'_> {
                 let Found::Record(Tag { writer, seq: task }, _) = found else {
                     bail!("a torn result record: writes of a record must be whole");
                 };
-                let slot = self.serial_slot[writer as usize];
+                let Some(&slot) = self.serial_slot.get(writer as usize) else {
+                    bail!("a result from worker #{writer}, which was never started");
+                };
                 let current = self.slots[slot].as_mut().filter(|w| w.serial == writer);
                 if task == HEARTBEAT {
                     self.heartbeats += 1;
@@ -597,7 +599,10 @@ impl Master<'_> {
             // (the backoff bounds how often that can happen).
             let crashed_at_start =
                 !worker.killed && worker.done == 0 && worker.started.elapsed() < EARLY;
-            if let Some((task, _)) = worker.held {
+            // (Once the pool is stopping, a lost task stays undone: `unfinished`.)
+            if let Some((task, _)) = worker.held
+                && !self.stopping
+            {
                 self.requeue(slot, task, !crashed_at_start);
             }
             self.schedule_respawn(slot, crashed_at_start)?;
@@ -810,8 +815,9 @@ impl Master<'_> {
         dynamic_seconds: Option<f64>,
     ) -> anyhow::Result<()> {
         let tally = self.ledger.check(&[self.args.tasks]);
-        let exactly_once = tally.received == self.completed
-            && self.completed + self.failed.len() as u64 == self.args.tasks;
+        // Each completed task was accepted once, from a result of a task that exists.
+        let exactly_once = tally.received == self.completed && tally.unexpected == 0;
+        let unfinished = self.args.tasks - self.completed - self.failed.len() as u64;
         let mut summary = event(if dynamic_seconds.is_some() {
             "summary"
         } else {
@@ -821,6 +827,7 @@ impl Master<'_> {
         .field("completed", self.completed)
         .field("failed", self.failed.len())
         .field("failed_tasks", &self.failed)
+        .field("unfinished", unfinished)
         .field("retried", self.retried)
         .field("duplicates_discarded", self.duplicates)
         .field("duplicates_accepted", 0)
@@ -836,8 +843,9 @@ impl Master<'_> {
         .field("served", &self.served)
         .field("interrupted", signals::stop_requested().map(Signal::as_str));
         let mut text = format!(
-            "summary: {} of {} tasks completed exactly once: {exactly_once}; failed {}, retried {}, \
-             duplicates discarded {}, respawns {}; per worker {:?}; {seconds:.3}s ({})",
+            "summary: {} of {} tasks completed, each accepted once: {exactly_once}; failed {}, \
+             unfinished {unfinished}, retried {}, duplicates discarded {}, respawns {}; \
+             per worker {:?}; {seconds:.3}s ({})",
             self.completed,
             self.args.tasks,
             self.failed.len(),

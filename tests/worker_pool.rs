@@ -37,6 +37,7 @@ fn assert_every_task_once(summary: &Value, tasks: u64) {
     assert_eq!(summary["tasks"], tasks, "{summary}");
     assert_eq!(summary["completed"], tasks, "{summary}");
     assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["unfinished"], 0, "{summary}");
     assert_eq!(summary["duplicates_accepted"], 0, "{summary}");
     assert_eq!(summary["exactly_once"], true, "{summary}");
     let per_worker: u64 = summary["per_worker"]
@@ -238,7 +239,10 @@ fn sigterm_stops_the_pool_cleanly() {
     let (status, events) = running.finish();
     let summary = summary(&events);
     assert_eq!(summary["interrupted"], "SIGTERM", "{summary}");
-    assert!(summary["completed"].as_u64().expect("completed") > 0);
+    let completed = summary["completed"].as_u64().expect("completed");
+    assert!(completed > 0, "{summary}");
+    assert_eq!(summary["unfinished"], 100_000 - completed, "{summary}");
+    assert_eq!(summary["exactly_once"], true, "{summary}");
     let served = summary["served"].as_array().expect("served");
     assert!(served.iter().all(|w| w["code"] == 0), "{summary}");
     assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
