@@ -195,18 +195,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.compare {
         // The first run's account is a `run` event; the second's is the summary, with
         // both times.
-        let dynamic = pool(args, workers, Distribution::Dynamic, &shared, None)?;
+        let dynamic = pool(args, workers, Distribution::Dynamic, &shared, Account::Run)?;
         if signals::stop_requested().is_none() {
-            pool(
-                args,
-                workers,
-                Distribution::Static,
-                &shared,
-                Some(dynamic.seconds),
-            )?;
+            let compared = Account::Compared(dynamic.seconds);
+            pool(args, workers, Distribution::Static, &shared, compared)?;
         }
     } else {
-        pool(args, workers, args.distribution, &shared, Some(f64::NAN))?;
+        pool(args, workers, args.distribution, &shared, Account::Summary)?;
     }
     Ok(())
 }
@@ -242,6 +237,17 @@ struct Served {
     ending: Ending,
 }
 
+/// How a run of the pool reports its account.
+#[derive(Clone, Copy)]
+enum Account {
+    /// As a `run` event: --compare's first run.
+    Run,
+    /// As the summary.
+    Summary,
+    /// As the summary, with the dynamic run's time (seconds) beside this static one's.
+    Compared(f64),
+}
+
 /// The pool's result.
 struct Outcome {
     seconds: f64,
@@ -267,6 +273,7 @@ struct Master<'a> {
     respawns: u64,
     heartbeats: u64,
     silences: u64,
+    sigchld_seen: u64,
     next_serial: u32,
     serial_slot: Vec<usize>,
     per_worker: Vec<u64>,
@@ -281,8 +288,7 @@ fn pool(
     workers: u32,
     distribution: Distribution,
     shared: &Shared,
-    // None: not the last run (--compare's first); NaN: no comparison; else dynamic's time.
-    dynamic_seconds: Option<f64>,
+    account: Account,
 ) -> anyhow::Result<Outcome> {
     let (results_read, results_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     fcntl(&results_read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("fcntl(O_NONBLOCK)")?;
@@ -317,6 +323,7 @@ fn pool(
         respawns: 0,
         heartbeats: 0,
         silences: 0,
+        sigchld_seen: signals::count(Signal::SIGCHLD),
         next_serial: 0,
         serial_slot: Vec::new(),
         per_worker: vec![0; slots],
@@ -346,7 +353,7 @@ fn pool(
         .count();
     master.shut_down()?;
     result?;
-    master.summarize(workers, seconds, alive_at_end, dynamic_seconds)?;
+    master.summarize(workers, seconds, alive_at_end, account)?;
     Ok(Outcome { seconds })
 }
 
@@ -556,6 +563,13 @@ impl Master<'_> {
     /// Reaps every worker that has ended (waitpid(-1, WNOHANG) until none is left, as
     /// SIGCHLD signals merge), re-queues the task it held and schedules a replacement.
     fn reap(&mut self) -> anyhow::Result<()> {
+        // Nothing to do unless a SIGCHLD came since the last look. (Read the count before
+        // the loop: a child that dies during it leaves the count changed for next time.)
+        let sigchld = signals::count(Signal::SIGCHLD);
+        if sigchld == self.sigchld_seen {
+            return Ok(());
+        }
+        self.sigchld_seen = sigchld;
         loop {
             let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
@@ -812,16 +826,15 @@ impl Master<'_> {
         workers: u32,
         seconds: f64,
         alive_at_end: usize,
-        dynamic_seconds: Option<f64>,
+        account: Account,
     ) -> anyhow::Result<()> {
         let tally = self.ledger.check(&[self.args.tasks]);
         // Each completed task was accepted once, from a result of a task that exists.
         let exactly_once = tally.received == self.completed && tally.unexpected == 0;
         let unfinished = self.args.tasks - self.completed - self.failed.len() as u64;
-        let mut summary = event(if dynamic_seconds.is_some() {
-            "summary"
-        } else {
-            "run"
+        let mut summary = event(match account {
+            Account::Run => "run",
+            Account::Summary | Account::Compared(_) => "summary",
         })
         .field("tasks", self.args.tasks)
         .field("completed", self.completed)
@@ -864,7 +877,7 @@ impl Master<'_> {
                 .field("sequential_sum", sequential);
             text += &format!("; map-reduce sum {reduced}, sequential {sequential}");
         }
-        if let Some(dynamic) = dynamic_seconds.filter(|seconds| !seconds.is_nan()) {
+        if let Account::Compared(dynamic) = account {
             summary = summary
                 .field("dynamic_seconds", dynamic)
                 .field("static_seconds", seconds);
