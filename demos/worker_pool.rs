@@ -569,7 +569,14 @@ impl Master<'_> {
         if sigchld == self.sigchld_seen {
             return Ok(());
         }
-        self.sigchld_seen = sigchld;
+        let result = self.reap_ended();
+        if result.is_ok() {
+            self.sigchld_seen = sigchld; // after an error, the next call looks again
+        }
+        result
+    }
+
+    fn reap_ended(&mut self) -> anyhow::Result<()> {
         loop {
             let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
