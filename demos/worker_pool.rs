@@ -689,7 +689,7 @@ impl Master<'_> {
                 .field("slot", slot)
                 .field("delay_seconds", delay.as_secs_f64())
                 .say(format!(
-                    "slot {slot}: crashed at start {early} times in a row; next respawn in {delay:?}"
+                    "slot {slot}: crashed at start ({early} in a row); next respawn in {delay:?}"
                 ));
         }
         self.respawn_at[slot] = Some(Instant::now() + delay);
@@ -814,7 +814,11 @@ impl Master<'_> {
             .field("workers", &alive)
             .say(format!("sent one stop message per idle worker: {alive:?}"));
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.slots.iter().any(Option::is_some) {
+        loop {
+            self.reap()?;
+            if self.slots.iter().all(Option::is_none) {
+                break;
+            }
             if Instant::now() >= deadline {
                 for worker in self.slots.iter().flatten() {
                     let _ = kill(worker.pid, Signal::SIGKILL);
@@ -822,7 +826,6 @@ impl Master<'_> {
             }
             // Wakes on SIGCHLD (the self-pipe).
             signals::wait_readable(None, Duration::from_millis(50));
-            self.reap()?;
         }
         self.collect()
     }
