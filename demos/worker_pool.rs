@@ -92,7 +92,8 @@ struct Args {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
     kill_worker_every: Option<u64>,
 
-    /// Kill a worker that holds one task longer than this (0.01-3600 s) and retry the task.
+    /// Kill a worker that holds one task longer than this (more than 0, at most 3600 s)
+    /// and retry the task.
     #[arg(long, value_name = "SECONDS", value_parser = cli::positive_seconds)]
     timeout: Option<Duration>,
 
@@ -388,8 +389,8 @@ impl Master<'_> {
                     .field("running_tasks", held.count())
                     .field("grace_seconds", self.args.grace.as_secs_f64())
                     .say(format!(
-                        "{stop}: no more tasks handed out; running tasks have {:?} to finish",
-                        self.args.grace
+                        "{stop}: no more tasks handed out; running tasks have {}s to finish",
+                        self.args.grace.as_secs_f64()
                     ));
                 grace_ends = Some(Instant::now() + self.args.grace);
             }
@@ -797,22 +798,27 @@ impl Master<'_> {
     fn shut_down(&mut self) -> anyhow::Result<()> {
         self.stopping = true;
         self.respawn_at.iter_mut().for_each(|at| *at = None);
+        let (mut stopped, mut killed) = (Vec::new(), Vec::new());
         for worker in self.slots.iter().flatten() {
             if worker.held.is_some() {
-                let _ = kill(worker.pid, Signal::SIGKILL); // grace is over
+                let _ = kill(worker.pid, Signal::SIGKILL); // the grace is over
+                killed.push(worker.pid.as_raw());
             } else {
                 let _ = send_id(&worker.task_pipe, STOP); // EPIPE: it is dead already
+                stopped.push(worker.pid.as_raw());
             }
         }
-        let alive: Vec<i32> = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|w| w.pid.as_raw())
-            .collect();
+        let busy = if killed.is_empty() {
+            String::new()
+        } else {
+            format!("; kill(SIGKILL) to the workers still busy: {killed:?}")
+        };
         event("stop")
-            .field("workers", &alive)
-            .say(format!("sent one stop message per idle worker: {alive:?}"));
+            .field("workers", &stopped)
+            .field("killed", &killed)
+            .say(format!(
+                "sent one stop message per idle worker: {stopped:?}{busy}"
+            ));
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             self.reap()?;

@@ -77,6 +77,12 @@ fn every_task_is_completed_exactly_once() {
 
 #[test]
 fn killed_workers_are_replaced_and_no_task_is_lost_or_doubled() {
+    for distribution in ["dynamic", "static"] {
+        killed_workers_are_replaced(distribution);
+    }
+}
+
+fn killed_workers_are_replaced(distribution: &str) {
     let events = run_json(
         demo(),
         &[
@@ -88,6 +94,8 @@ fn killed_workers_are_replaced_and_no_task_is_lost_or_doubled() {
             "uniform",
             "--kill-worker-every",
             "50",
+            "--distribution",
+            distribution,
         ],
     );
     let summary = summary(&events);
@@ -270,6 +278,16 @@ fn a_task_longer_than_the_grace_is_killed_after_it() {
     let killed: Vec<&Value> = served.iter().filter(|w| w["signal"] == "SIGKILL").collect();
     assert_eq!(killed.len(), 1, "{summary}");
     assert_eq!(served.len() - killed.len(), 1, "{summary}");
+    let stop = find(&events, "stop");
+    assert_eq!(
+        pids_in(&stop["killed"]),
+        vec![pid_of(&killed[0]["pid"])],
+        "{stop}"
+    );
+    assert_eq!(
+        summary["unfinished"],
+        100_000 - summary["completed"].as_u64().expect("n")
+    );
     assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
 }
 
