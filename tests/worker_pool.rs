@@ -105,6 +105,18 @@ fn killed_workers_are_replaced(distribution: &str) {
         "{summary}"
     );
     assert_eq!(summary["workers_alive_at_end"], 4, "back to W: {summary}");
+    // The kernel's word for it: four workers were sent a stop message, and each exited
+    // with status 0 because of it — so each was alive when the work ended.
+    let stopped = pids_in(&find(&events, "stop")["workers"]);
+    assert_eq!(stopped.len(), 4, "{summary}");
+    for pid in stopped {
+        let served = summary["served"].as_array().expect("served");
+        let ended = served
+            .iter()
+            .find(|w| pid_of(&w["pid"]) == pid)
+            .expect("served");
+        assert_eq!(ended["code"], 0, "{ended}");
+    }
     let killed = events.iter().filter(|e| e["event"] == "kill").count();
     assert!(killed >= 1, "{summary}");
     // Each killed worker died by SIGKILL, as the kernel reported to waitpid.
