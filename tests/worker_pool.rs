@@ -304,6 +304,20 @@ fn a_task_longer_than_the_grace_is_killed_after_it() {
 }
 
 #[test]
+fn sigkill_of_the_master_kills_its_workers() {
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    let workers = [0, 1]
+        .map(|slot| pid_of(&running.wait_for_where("spawn", |e| e["slot"] == slot)["worker"]));
+    running.kill();
+    // Their parent-death signal is SIGKILL: they die with the master (their zombies
+    // are then reaped by whoever adopted them).
+    let gone = eventually(std::time::Duration::from_secs(5), || {
+        workers.iter().all(|&pid| !util::running(pid))
+    });
+    assert!(gone, "workers {workers:?} outlived their master");
+}
+
+#[test]
 fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
     let output = run(demo(), &["--json", "--workers", "2", "--crash-at-start"])
         .code(1)
