@@ -1,6 +1,7 @@
 //! worker_pool: every task completed exactly once, with W workers and with workers killed
 //! under it; a hung task retried then failed; dynamic distribution beats static on
-//! uneven tasks; map-reduce equals the sequential sum; Ctrl-C and SIGTERM leave no worker;
+//! uneven tasks; map-reduce equals the sequential sum; Ctrl-C, SIGTERM and SIGKILL of the
+//! master leave no worker;
 //! a worker that crashes at start is not respawned in a storm.
 
 mod util;
