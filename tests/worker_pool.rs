@@ -1,0 +1,368 @@
+//! worker_pool: every task completed exactly once, with W workers and with workers killed
+//! under it; a hung task retried then failed; dynamic distribution beats static on
+//! uneven tasks; map-reduce equals the sequential sum; Ctrl-C, SIGTERM and SIGKILL of the
+//! master leave no worker;
+//! a worker that crashes at start is not respawned in a storm.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use serde_json::Value;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("worker_pool")
+}
+
+/// Every pid that served in the pool, from the summary's `served` list.
+fn served_pids(summary: &Value) -> Vec<i32> {
+    summary["served"]
+        .as_array()
+        .expect("served is a list")
+        .iter()
+        .map(|served| pid_of(&served["pid"]))
+        .collect()
+}
+
+/// The pids of every `spawn` event.
+fn spawned_pids(events: &[Value]) -> Vec<i32> {
+    events
+        .iter()
+        .filter(|event| event["event"] == "spawn")
+        .map(|event| pid_of(&event["worker"]))
+        .collect()
+}
+
+fn assert_every_task_once(summary: &Value, tasks: u64) {
+    assert_eq!(summary["tasks"], tasks, "{summary}");
+    assert_eq!(summary["completed"], tasks, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["unfinished"], 0, "{summary}");
+    assert_eq!(summary["duplicates_accepted"], 0, "{summary}");
+    assert_eq!(summary["exactly_once"], true, "{summary}");
+    let per_worker: u64 = summary["per_worker"]
+        .as_array()
+        .expect("per_worker is a list")
+        .iter()
+        .map(|count| count.as_u64().expect("a count"))
+        .sum();
+    assert_eq!(per_worker, tasks, "per-worker counts add up: {summary}");
+}
+
+/// The test's own check, from /proc: no process that served in the pool is left.
+fn assert_no_worker_left(events: &[Value]) {
+    for pid in spawned_pids(events) {
+        assert_eq!(proc_state(pid), None, "worker {pid} is left behind");
+    }
+}
+
+#[test]
+fn every_task_is_completed_exactly_once() {
+    for workers in ["1", "4"] {
+        let events = run_json(demo(), &["--workers", workers, "--tasks", "1000"]);
+        let summary = summary(&events);
+        assert_every_task_once(summary, 1000);
+        assert_eq!(summary["duplicates_discarded"], 0, "{summary}");
+        assert_eq!(summary["respawns"], 0, "{summary}");
+        assert_eq!(summary["distribution"], "dynamic");
+        let count: usize = workers.parse().expect("W");
+        assert_eq!(summary["per_worker"].as_array().expect("list").len(), count);
+        // Every worker ended on its stop message: exit status 0.
+        let served = summary["served"].as_array().expect("served");
+        assert_eq!(served.len(), count, "{summary}");
+        assert!(served.iter().all(|w| w["code"] == 0), "{summary}");
+        assert_no_worker_left(&events);
+    }
+}
+
+#[test]
+fn killed_workers_are_replaced_and_no_task_is_lost_or_doubled() {
+    for distribution in ["dynamic", "static"] {
+        killed_workers_are_replaced(distribution);
+    }
+}
+
+fn killed_workers_are_replaced(distribution: &str) {
+    let events = run_json(
+        demo(),
+        &[
+            "--workers",
+            "4",
+            "--tasks",
+            "1000",
+            "--task-cost",
+            "uniform",
+            "--kill-worker-every",
+            "50",
+            "--distribution",
+            distribution,
+        ],
+    );
+    let summary = summary(&events);
+    assert_every_task_once(summary, 1000);
+    assert!(
+        summary["respawns"].as_u64().expect("respawns") >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["workers_alive_at_end"], 4, "back to W: {summary}");
+    // The kernel's word for it: four workers were sent a stop message, and each exited
+    // with status 0 because of it — so each was alive when the work ended.
+    let stopped = pids_in(&find(&events, "stop")["workers"]);
+    assert_eq!(stopped.len(), 4, "{summary}");
+    for pid in stopped {
+        let served = summary["served"].as_array().expect("served");
+        let ended = served
+            .iter()
+            .find(|w| pid_of(&w["pid"]) == pid)
+            .expect("served");
+        assert_eq!(ended["code"], 0, "{ended}");
+    }
+    let killed = events.iter().filter(|e| e["event"] == "kill").count();
+    assert!(killed >= 1, "{summary}");
+    // Each killed worker died by SIGKILL, as the kernel reported to waitpid.
+    let by_sigkill = summary["served"]
+        .as_array()
+        .expect("served")
+        .iter()
+        .filter(|w| w["signal"] == "SIGKILL")
+        .count();
+    assert_eq!(by_sigkill, killed, "{summary}");
+    assert_eq!(served_pids(summary).len(), spawned_pids(&events).len());
+    assert_no_worker_left(&events);
+}
+
+#[test]
+fn a_hung_task_is_retried_then_reported_failed() {
+    let events = run_json(
+        demo(),
+        &[
+            "--workers",
+            "2",
+            "--tasks",
+            "50",
+            "--hang-task",
+            "7",
+            "--timeout",
+            "0.3",
+            "--retries",
+            "2",
+        ],
+    );
+    let summary = summary(&events);
+    assert_eq!(summary["completed"], 49, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert_eq!(summary["failed_tasks"], serde_json::json!([7]), "{summary}");
+    assert_eq!(summary["retried"], 2, "{summary}");
+    let timeouts = events.iter().filter(|e| e["event"] == "timeout").count();
+    assert_eq!(timeouts, 3, "one try and two retries, each timed out");
+    // The hung worker sends no heartbeat: the master noticed before the timeout.
+    let silent = events
+        .iter()
+        .filter(|e| e["event"] == "silent")
+        .collect::<Vec<_>>();
+    assert!(
+        !silent.is_empty() && silent.iter().all(|e| e["task"] == 7),
+        "{silent:?}"
+    );
+    assert_no_worker_left(&events);
+}
+
+#[test]
+fn dynamic_beats_static_on_uneven_tasks() {
+    // 200 tasks on 4 workers; the first 50 take 20 ms, the rest 1 ms. Static gives all
+    // 50 slow ones to worker 0: about 1.0 s. Dynamic spreads them: about 0.3 s. Measured
+    // here: 0.30 s against 1.01 s. Tasks sleep, so the ratio does not depend on the
+    // number of CPUs; the margin (dynamic under 60% of static) leaves room for a slow VM.
+    let events = run_json(
+        demo(),
+        &[
+            "--workers",
+            "4",
+            "--tasks",
+            "200",
+            "--task-cost",
+            "uneven",
+            "--compare",
+        ],
+    );
+    let (first, summary) = (find(&events, "run"), summary(&events));
+    assert_every_task_once(first, 200);
+    assert_every_task_once(summary, 200);
+    assert_eq!(first["distribution"], "dynamic");
+    assert_eq!(summary["distribution"], "static");
+    let dynamic = summary["dynamic_seconds"].as_f64().expect("seconds");
+    let fixed = summary["static_seconds"].as_f64().expect("seconds");
+    assert_eq!(first["seconds"], summary["dynamic_seconds"]);
+    assert!(dynamic < 0.6 * fixed, "dynamic {dynamic}s, static {fixed}s");
+}
+
+#[test]
+fn map_reduce_equals_the_sequential_sum() {
+    let events = run_json(
+        demo(),
+        &["--workers", "3", "--tasks", "200", "--map-reduce"],
+    );
+    let summary = summary(&events);
+    assert_every_task_once(summary, 200);
+    assert!(summary["sequential_sum"].as_u64().expect("sum") > 0);
+    assert_eq!(summary["map_reduce_sum"], summary["sequential_sum"]);
+    // The shared memory is anonymous: nothing named in /dev/shm, during or after.
+    let demo_pid = summary["pid"].as_u64().expect("pid");
+    let left = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .contains(&format!(".{demo_pid}."))
+        });
+    assert!(
+        !left,
+        "a shared-memory object of {demo_pid} is left in /dev/shm"
+    );
+}
+
+/// A run long enough to interrupt: 100,000 tasks of 2 ms on 2 workers.
+const LONG_RUN: [&str; 6] = [
+    "--workers",
+    "2",
+    "--tasks",
+    "100000",
+    "--task-cost",
+    "uniform",
+];
+
+#[test]
+fn ctrl_c_lets_running_tasks_finish_and_leaves_no_worker() {
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    running.wait_for_where("spawn", |e| e["slot"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    running.interrupt();
+    let (status, events) = running.finish();
+    let summary = summary(&events);
+    assert_eq!(summary["interrupted"], "SIGINT", "{summary}");
+    // The workers ignored the group's Ctrl-C, finished their task, and ended on a stop
+    // message: nobody was killed.
+    let served = summary["served"].as_array().expect("served");
+    assert!(served.iter().all(|w| w["code"] == 0), "{summary}");
+    assert_interrupted_cleanly(status, &spawned_pids(&events));
+}
+
+#[test]
+fn sigterm_stops_the_pool_cleanly() {
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    running.wait_for_where("spawn", |e| e["slot"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    running.terminate();
+    let (status, events) = running.finish();
+    let summary = summary(&events);
+    assert_eq!(summary["interrupted"], "SIGTERM", "{summary}");
+    let completed = summary["completed"].as_u64().expect("completed");
+    assert!(completed > 0, "{summary}");
+    assert_eq!(summary["unfinished"], 100_000 - completed, "{summary}");
+    assert_eq!(summary["exactly_once"], true, "{summary}");
+    let served = summary["served"].as_array().expect("served");
+    assert!(served.iter().all(|w| w["code"] == 0), "{summary}");
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn a_task_longer_than_the_grace_is_killed_after_it() {
+    // Task 0 hangs (the timeout is far away); the others take 2 ms. After SIGTERM the
+    // idle workers stop on their message; the one holding task 0 is killed when the
+    // 0.3 s grace ends.
+    let mut args = LONG_RUN.to_vec();
+    args.extend(["--hang-task", "0", "--timeout", "60", "--grace", "0.3"]);
+    let mut running = Running::start(cargo_bin!("worker_pool"), &args);
+    running.wait_for_where("spawn", |e| e["slot"] == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    running.terminate();
+    let stopping = running.wait_for("stopping");
+    let (status, events) = running.finish();
+    let summary = summary(&events);
+    // The hung task at least (the other worker may be between two tasks).
+    assert!(stopping["running_tasks"].as_u64() >= Some(1), "{stopping}");
+    let stopped = summary["t"].as_f64().expect("t") - stopping["t"].as_f64().expect("t");
+    assert!(stopped >= 0.3, "the grace was waited out: {stopped}s");
+    let served = summary["served"].as_array().expect("served");
+    let killed: Vec<&Value> = served.iter().filter(|w| w["signal"] == "SIGKILL").collect();
+    assert_eq!(killed.len(), 1, "{summary}");
+    assert_eq!(served.len() - killed.len(), 1, "{summary}");
+    let stop = find(&events, "stop");
+    assert_eq!(
+        pids_in(&stop["killed"]),
+        vec![pid_of(&killed[0]["pid"])],
+        "{stop}"
+    );
+    assert_eq!(
+        summary["unfinished"],
+        100_000 - summary["completed"].as_u64().expect("n")
+    );
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn sigkill_of_the_master_kills_its_workers() {
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    let workers = [0, 1]
+        .map(|slot| pid_of(&running.wait_for_where("spawn", |e| e["slot"] == slot)["worker"]));
+    running.kill();
+    // Their parent-death signal is SIGKILL: they die with the master (their zombies
+    // are then reaped by whoever adopted them).
+    let gone = eventually(std::time::Duration::from_secs(5), || {
+        workers.iter().all(|&pid| !util::running(pid))
+    });
+    assert!(gone, "workers {workers:?} outlived their master");
+}
+
+#[test]
+fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
+    let output = run(demo(), &["--json", "--workers", "2", "--crash-at-start"])
+        .code(1)
+        .stderr(contains("giving up"))
+        .get_output()
+        .clone();
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let spawns = spawned_pids(&events);
+    // Five crashes in a row on a slot and the pool gives up: at most 2 × 5 forks.
+    assert!(spawns.len() <= 10, "{} forks", spawns.len());
+    let backoffs = events.iter().filter(|e| e["event"] == "backoff").count();
+    assert!(backoffs >= 4, "{backoffs} backoffs");
+    for pid in spawns {
+        assert_eq!(proc_state(pid), None, "worker {pid} is left behind");
+    }
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--workers"))
+        .stdout(contains("--kill-worker-every"));
+    assert_usage_error(demo(), &["--workers", "0"]);
+    assert_usage_error(demo(), &["--tasks", "-1"]);
+    assert_usage_error(demo(), &["--tasks", "0"]);
+    assert_usage_error(
+        demo(),
+        &["--hang-task", "5", "--tasks", "3", "--timeout", "1"],
+    );
+    assert_usage_error(demo(), &["--hang-task", "1"]); // without --timeout it would hang
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("worker_pool"),
+        &[
+            &["--tasks", "1000"],
+            &["--json", "--kill-worker-every", "20"],
+        ],
+    );
+}
