@@ -43,7 +43,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe2};
 use proclab::child::{Ending, ending};
-use proclab::fdio::{read_exact, write_all};
+use proclab::fdio::{read_exact, write_all, write_message};
 use proclab::inspect::running;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
@@ -971,19 +971,11 @@ fn work(
 }
 // ANCHOR_END: work
 
-/// Writes one 8-byte task id (or STOP) into a worker's task pipe with one write(2): 8
-/// bytes < PIPE_BUF land whole, and the pipe holds at most one unread id, so it never
-/// blocks. Unlike fdio::write_all it goes on after a stop signal: stop messages are
-/// exactly what a stopping master must still send.
-///
-/// # References: write(2), pipe(7)
+/// Sends one task id (or STOP) to a worker: 8 bytes in one write, which the pipe keeps
+/// whole. The pipe holds at most one unread id, so it never blocks; and it is sent even
+/// while stopping, since stop messages are what a stopping master must still send.
 fn send_id(task_pipe: &OwnedFd, id: u64) -> nix::Result<()> {
-    loop {
-        match nix::unistd::write(task_pipe, &id.to_le_bytes()) {
-            Err(Errno::EINTR) => {}
-            other => return other.map(drop),
-        }
-    }
+    write_message(task_pipe, &id.to_le_bytes())
 }
 
 /// How long task `task` of `tasks` takes.

@@ -31,6 +31,27 @@ pub fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes one small message — at most PIPE_BUF (4096) bytes — in a single `write(2)`,
+/// which a pipe keeps whole: it never interleaves with another writer's message. EINTR is
+/// retried even after a stop signal, unlike [`write_all`]: this is for the messages a
+/// program must still send *because* it is stopping, such as stop requests to workers.
+///
+/// # References: write(2), pipe(7) "PIPE_BUF"
+pub fn write_message(fd: &impl AsFd, message: &[u8]) -> nix::Result<()> {
+    assert!(
+        message.len() <= 4096,
+        "a message longer than PIPE_BUF may be split"
+    );
+    loop {
+        match write(fd, message) {
+            Ok(n) if n == message.len() => return Ok(()),
+            Ok(_) => return Err(Errno::EIO), // cannot happen on a pipe for ≤ PIPE_BUF
+            Err(Errno::EINTR) => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Fills `buffer` exactly; returns false at EOF before the first byte, fails at EOF in the
 /// middle.
 ///
