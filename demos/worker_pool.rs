@@ -224,8 +224,17 @@ struct Worker {
     last_heard: Instant,
     /// Said to be silent during its current task (said once per task).
     silent: bool,
-    /// The master sent it SIGKILL (--kill-worker-every, --timeout): not a crash.
-    killed: bool,
+    /// Why the master sent it SIGKILL, if it did: then its death is not a crash.
+    killed: Option<Killed>,
+}
+
+/// Why the master killed a worker.
+#[derive(Clone, Copy, PartialEq)]
+enum Killed {
+    /// --kill-worker-every: a demonstration; its task is not to blame and loses no retry.
+    Demonstration,
+    /// --timeout: it held one task too long; that task uses up one of its retries.
+    Timeout,
 }
 
 /// One process that served in the pool, as the summary lists it.
@@ -393,6 +402,7 @@ impl Master<'_> {
                         self.args.grace.as_secs_f64()
                     ));
                 grace_ends = Some(Instant::now() + self.args.grace);
+                self.respawn_at.iter_mut().for_each(|at| *at = None); // no new workers
             }
             if self.stopping {
                 let busy = self.slots.iter().flatten().any(|w| w.held.is_some());
@@ -416,7 +426,8 @@ impl Master<'_> {
                     .kill_worker_every
                     .map(|ms| Instant::now() + Duration::from_millis(ms));
             }
-            signals::wait_readable(Some(self.results_read.as_fd()), Duration::from_millis(20));
+            let wait = self.next_wait([next_kill, grace_ends]);
+            signals::wait_readable(Some(self.results_read.as_fd()), wait);
             self.collect()?;
         }
         Ok(())
@@ -438,8 +449,17 @@ impl Master<'_> {
             .map(|w| w.task_pipe.as_raw_fd())
             .collect();
         others.push(self.results_read.as_raw_fd());
+        // Ctrl-C stays pending until the child has blocked it too (it inherits the mask):
+        // a worker must never die of the group's SIGINT, even right after fork.
+        signals::set_blocked(Signal::SIGINT, true)?;
+        signals::set_blocked(Signal::SIGTERM, true)?;
         // SAFETY: single-threaded here; the child runs the worker loop and calls _exit.
-        match unsafe { fork() }.context("fork")? {
+        let forked = unsafe { fork() };
+        if !matches!(forked, Ok(ForkResult::Child)) {
+            signals::set_blocked(Signal::SIGINT, false)?;
+            signals::set_blocked(Signal::SIGTERM, false)?;
+        }
+        match forked.context("fork")? {
             ForkResult::Child => child::run(master, || {
                 narrate::set_role("worker");
                 for fd in others {
@@ -466,7 +486,7 @@ impl Master<'_> {
                     done: 0,
                     last_heard: now,
                     silent: false,
-                    killed: false,
+                    killed: None,
                 });
                 self.next_serial += 1;
                 self.serial_slot.push(slot);
@@ -617,15 +637,17 @@ impl Master<'_> {
                 tasks: worker.done,
                 ending: ended,
             });
-            // A worker that crashed at start is not the task's fault: no attempt counted
-            // (the backoff bounds how often that can happen).
+            // A worker that crashed at start, or that --kill-worker-every killed, is not
+            // the task's fault: no attempt counted (the backoff bounds how often a crash at
+            // start can happen).
             let crashed_at_start =
-                !worker.killed && worker.done == 0 && worker.started.elapsed() < EARLY;
+                worker.killed.is_none() && worker.done == 0 && worker.started.elapsed() < EARLY;
+            let task_to_blame = !crashed_at_start && worker.killed != Some(Killed::Demonstration);
             // (Once the pool is stopping, a lost task stays undone: `unfinished`.)
             if let Some((task, _)) = worker.held
                 && !self.stopping
             {
-                self.requeue(slot, task, !crashed_at_start);
+                self.requeue(slot, task, task_to_blame);
             }
             self.schedule_respawn(slot, crashed_at_start)?;
         }
@@ -719,6 +741,22 @@ impl Master<'_> {
         Ok(())
     }
 
+    /// How long the loop may wait for results: 20 ms at most, less if a timeout, a
+    /// respawn or one of `deadlines` comes sooner, so that none fires late.
+    fn next_wait(&self, deadlines: [Option<Instant>; 2]) -> Duration {
+        let timeouts = self.slots.iter().flatten().filter_map(|worker| {
+            let (_, since) = worker.held?;
+            Some(since + self.args.timeout?)
+        });
+        let respawns = self.respawn_at.iter().flatten().copied();
+        let now = Instant::now();
+        timeouts
+            .chain(respawns)
+            .chain(deadlines.into_iter().flatten())
+            .map(|at| at.saturating_duration_since(now))
+            .fold(Duration::from_millis(20), Duration::min)
+    }
+
     fn respawn_due(&mut self) -> anyhow::Result<()> {
         for slot in 0..self.slots.len() {
             if self.respawn_at[slot].is_some_and(|at| Instant::now() >= at) {
@@ -757,9 +795,9 @@ impl Master<'_> {
         for worker in self.slots.iter_mut().flatten() {
             if let Some((task, since)) = worker.held
                 && since.elapsed() > limit
-                && !worker.killed
+                && worker.killed.is_none()
             {
-                worker.killed = true;
+                worker.killed = Some(Killed::Timeout);
                 event("timeout")
                     .field("worker", worker.pid.as_raw())
                     .field("task", task)
@@ -778,14 +816,14 @@ impl Master<'_> {
             .slots
             .iter_mut()
             .flatten()
-            .filter(|worker| !worker.killed)
+            .filter(|worker| worker.killed.is_none())
             .collect();
         if alive.is_empty() {
             return;
         }
         let count = alive.len();
         let victim = &mut alive[random() as usize % count];
-        victim.killed = true;
+        victim.killed = Some(Killed::Demonstration);
         event("kill")
             .field("worker", victim.pid.as_raw())
             .say(format!("kill({}, SIGKILL): a worker dies", victim.pid));
@@ -845,8 +883,12 @@ impl Master<'_> {
         account: Account,
     ) -> anyhow::Result<()> {
         let tally = self.ledger.check(&[self.args.tasks]);
-        // Each completed task was accepted once, from a result of a task that exists.
-        let exactly_once = tally.received == self.completed && tally.unexpected == 0;
+        // The ledger knows which ids came, not just how many: each completed task was
+        // accepted once, for a task that exists; and with nothing failed or unfinished,
+        // that is every task exactly once.
+        let exactly_once =
+            tally.received == self.completed && tally.duplicates == 0 && tally.unexpected == 0;
+        let every_task_once = exactly_once && tally.received == self.args.tasks;
         let unfinished = self.args.tasks - self.completed - self.failed.len() as u64;
         let mut summary = event(match account {
             Account::Run => "run",
@@ -869,10 +911,11 @@ impl Master<'_> {
         .field("heartbeats", self.heartbeats)
         .field("silences", self.silences)
         .field("exactly_once", exactly_once)
+        .field("every_task_once", every_task_once)
         .field("served", &self.served)
         .field("interrupted", signals::stop_requested().map(Signal::as_str));
         let mut text = format!(
-            "summary: {} of {} tasks completed, each accepted once: {exactly_once}; failed {}, \
+            "summary: {} of {} tasks completed, every task exactly once: {every_task_once}; failed {}, \
              unfinished {unfinished}, retried {}, duplicates discarded {}, respawns {}; \
              per worker {:?}; {seconds:.3}s ({})",
             self.completed,
@@ -890,8 +933,13 @@ impl Master<'_> {
             let sequential: u64 = self.shared.data.as_slice().iter().sum();
             summary = summary
                 .field("map_reduce_sum", reduced)
-                .field("sequential_sum", sequential);
+                .field("sequential_sum", sequential)
+                .field("map_reduce_ok", reduced == sequential);
             text += &format!("; map-reduce sum {reduced}, sequential {sequential}");
+            if reduced != sequential && every_task_once {
+                summary.say(text);
+                bail!("map-reduce sum {reduced} differs from the sequential {sequential}");
+            }
         }
         if let Account::Compared(dynamic) = account {
             summary = summary

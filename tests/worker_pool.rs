@@ -41,6 +41,7 @@ fn assert_every_task_once(summary: &Value, tasks: u64) {
     assert_eq!(summary["unfinished"], 0, "{summary}");
     assert_eq!(summary["duplicates_accepted"], 0, "{summary}");
     assert_eq!(summary["exactly_once"], true, "{summary}");
+    assert_eq!(summary["every_task_once"], true, "{summary}");
     let per_worker: u64 = summary["per_worker"]
         .as_array()
         .expect("per_worker is a list")
@@ -195,6 +196,37 @@ fn dynamic_beats_static_on_uneven_tasks() {
     let fixed = summary["static_seconds"].as_f64().expect("seconds");
     assert_eq!(first["seconds"], summary["dynamic_seconds"]);
     assert!(dynamic < 0.6 * fixed, "dynamic {dynamic}s, static {fixed}s");
+}
+
+#[test]
+fn map_reduce_survives_killed_workers() {
+    // An independent check that no task was lost while workers were being killed: each
+    // task's slice sum is in shared memory, and the master's reduction must equal the sum
+    // the master computes itself over the whole array.
+    let events = run_json(
+        demo(),
+        &[
+            "--workers",
+            "3",
+            "--tasks",
+            "300",
+            "--map-reduce",
+            "--task-cost",
+            "uniform",
+            "--kill-worker-every",
+            "20",
+            "--retries",
+            "0",
+        ],
+    );
+    let summary = summary(&events);
+    assert!(
+        summary["respawns"].as_u64().expect("respawns") >= 1,
+        "{summary}"
+    );
+    assert_every_task_once(summary, 300);
+    assert_eq!(summary["map_reduce_ok"], true, "{summary}");
+    assert_eq!(summary["map_reduce_sum"], summary["sequential_sum"]);
 }
 
 #[test]

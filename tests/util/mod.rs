@@ -208,7 +208,8 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "the demo did not end within {TIME_LIMIT:?}"
+                "the demo did not end within {TIME_LIMIT:?}; its events so far: {:#?}",
+                self.seen
             );
             std::thread::sleep(Duration::from_millis(10));
         };
