@@ -822,7 +822,7 @@ impl Master<'_> {
             return;
         }
         let count = alive.len();
-        let victim = &mut alive[random() as usize % count];
+        let victim = &mut alive[proclab::names::random() as usize % count];
         victim.killed = Some(Killed::Demonstration);
         event("kill")
             .field("worker", victim.pid.as_raw())
@@ -1034,12 +1034,4 @@ fn cost(cost: Cost, task: u64, tasks: u64) -> Duration {
         Cost::Uneven if task < tasks.div_ceil(4) => Duration::from_millis(20),
         Cost::Uneven => Duration::from_millis(1),
     }
-}
-
-/// A random number from /dev/urandom (0 if unreadable: then the first worker is picked).
-fn random() -> u64 {
-    let mut bytes = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut source| std::io::Read::read_exact(&mut source, &mut bytes));
-    u64::from_le_bytes(bytes)
 }

@@ -15,15 +15,23 @@ use nix::unistd::{Uid, mkdtemp};
 ///
 /// # References: mq_overview(7), shm_overview(7)
 pub fn ipc_name() -> String {
-    let mut random = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut source| std::io::Read::read_exact(&mut source, &mut random));
     format!(
         "/proclab.{}.{}.{:08x}",
         Uid::current(),
         std::process::id(),
-        u32::from_le_bytes(random)
+        random() as u32
     )
+}
+
+/// A random number from the kernel's generator, `/dev/urandom` (0 if it cannot be read):
+/// for names and for choices a demo makes "at random", such as which worker to kill.
+///
+/// # References: random(4)
+pub fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| std::io::Read::read_exact(&mut source, &mut bytes));
+    u64::from_le_bytes(bytes)
 }
 
 /// A fresh directory, mode 0700, removed with everything in it when dropped (or earlier,
