@@ -836,6 +836,7 @@ impl Master<'_> {
     fn shut_down(&mut self) -> anyhow::Result<()> {
         self.stopping = true;
         self.respawn_at.iter_mut().for_each(|at| *at = None);
+        self.reap_ended()?; // workers already dead get no stop message and no SIGKILL
         let (mut stopped, mut killed) = (Vec::new(), Vec::new());
         for worker in self.slots.iter().flatten() {
             if worker.held.is_some() {
