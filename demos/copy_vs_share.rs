@@ -56,11 +56,7 @@ fn main() -> ExitCode {
     let args: Args = cli::parse();
     check_memory(args.elements);
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(args.elements as usize, args.hold));
-    signals::exit_if_stopped(); // Ctrl-C: the child is reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(args.elements as usize, args.hold))
 }
 
 /// The array lives up to three times (the parent's, the pipe child's buffer, the shared

@@ -78,11 +78,7 @@ enum Policy {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(&args));
-    signals::exit_if_stopped(); // Ctrl-C: the partner is reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

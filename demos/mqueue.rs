@@ -108,17 +108,13 @@ fn main() -> ExitCode {
         ));
     }
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| {
-            if args.priorities {
-                priorities(&args)
-            } else {
-                many_to_many(&args)
-            }
-        });
-    signals::exit_if_stopped(); // Ctrl-C: children reaped, queue unlinked; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| {
+        if args.priorities {
+            priorities(&args)
+        } else {
+            many_to_many(&args)
+        }
+    })
 }
 
 /// Asking for more than the kernel allows is a usage error that names the limit and the

@@ -89,11 +89,7 @@ fn main() -> ExitCode {
         );
     }
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(&args));
-    signals::exit_if_stopped(); // Ctrl-C: the workers are killed and reaped; die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 /// The kernel's table (kernel/sched/core.c, `sched_prio_to_weight`): the weight of a task

@@ -88,11 +88,7 @@ struct Memory {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(&args));
-    signals::exit_if_stopped(); // Ctrl-C: children reaped, threads joined; die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -97,11 +97,7 @@ fn main() -> ExitCode {
         cli::usage_error("--kill-holder needs at least 2 workers: one to die, one to recover");
     }
     narrate::init(args.json, "parent");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(&args));
-    signals::exit_if_stopped(); // Ctrl-C: workers killed and reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

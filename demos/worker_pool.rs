@@ -166,11 +166,7 @@ fn main() -> ExitCode {
         cli::usage_error("--hang-task must be the id of a task: less than --tasks");
     }
     narrate::init(args.json, "master");
-    let result = signals::catch_stop_signals()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| run(&args));
-    signals::exit_if_stopped(); // Ctrl-C / SIGTERM: workers reaped; now die by the signal
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

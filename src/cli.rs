@@ -38,6 +38,18 @@ pub fn usage_error(message: &str) -> ! {
     std::process::exit(2)
 }
 
+/// Runs a demo that a person may stop: catches Ctrl-C, SIGTERM and SIGHUP (see
+/// [`crate::signals::catch_stop_signals`]), runs `demo`, and then — once the demo has
+/// cleaned up after itself — dies by the stop signal if one came, so the shell sees it was
+/// interrupted; otherwise returns the exit status of [`exit_code`].
+pub fn run_stoppable(demo: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    let result = crate::signals::catch_stop_signals()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| demo());
+    crate::signals::exit_if_stopped(); // children reaped, IPC removed: die by the signal
+    exit_code(result)
+}
+
 /// Turns the demo's result into its exit status: 0, or one line on stderr and 1 — after
 /// ending and reaping whatever children the failed demo still has.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {

@@ -61,16 +61,7 @@ fn sizes_that_cannot_fit_are_refused() {
 fn ctrl_c_in_the_middle_leaves_no_process_and_nothing_in_dev_shm() {
     let mut demo = Running::start(cargo_bin!("copy_vs_share"), &["--elements", "50000000"]);
     demo.wait_for("array");
-    let children = format!("/proc/{0}/task/{0}/children", demo.pid());
-    let mut child = Vec::new();
-    assert!(eventually(std::time::Duration::from_secs(10), || {
-        child = std::fs::read_to_string(&children)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        !child.is_empty()
-    }));
+    let child = demo.wait_for_children();
     demo.interrupt();
     let (status, _) = demo.finish();
     assert_interrupted_cleanly(status, &child);

@@ -45,7 +45,7 @@ fn every_mode_reports_positive_finite_round_trips() {
         .iter()
         .map(|mode| mode["mode"].as_str().expect("mode"))
         .collect();
-    if util_cpus() >= 2 {
+    if usable_cpus() >= 2 {
         assert_eq!(names, ["same-cpu", "cross-cpu", "threads"]);
     } else {
         eprintln!("one CPU: cross-cpu is skipped");
@@ -63,7 +63,7 @@ fn every_mode_reports_positive_finite_round_trips() {
 }
 
 /// CPUs this test process may use.
-fn util_cpus() -> usize {
+fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -137,16 +137,7 @@ fn ctrl_c_leaves_no_partner_running() {
         &["--mode", "same-cpu", "--rounds", "10000000"],
     );
     demo.wait_for("method");
-    let children = format!("/proc/{0}/task/{0}/children", demo.pid());
-    let mut partner = Vec::new();
-    assert!(eventually(std::time::Duration::from_secs(10), || {
-        partner = std::fs::read_to_string(&children)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .collect();
-        !partner.is_empty()
-    }));
+    let partner = demo.wait_for_children();
     // Both sides pinned to the same single CPU, as the kernel sees them.
     let pinned = proc_status(demo.pid(), "Cpus_allowed_list").expect("the demo's CPUs");
     assert!(pinned.parse::<usize>().is_ok(), "one CPU: {pinned}");

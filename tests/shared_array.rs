@@ -146,12 +146,7 @@ fn ctrl_c_in_the_middle_leaves_no_worker() {
     );
     demo.wait_for("header");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let children = format!("/proc/{0}/task/{0}/children", demo.pid());
-    let listed = std::fs::read_to_string(children).unwrap_or_default();
-    let workers: Vec<i32> = listed
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
-        .collect();
+    let workers = demo.children();
     assert_eq!(workers.len(), 4, "the test sees the 4 workers in /proc");
     demo.interrupt();
     let (status, events) = demo.finish();

@@ -225,6 +225,28 @@ impl Running {
         (status, std::mem::take(&mut self.seen))
     }
 
+    /// The demo's children now, from `/proc/<pid>/task/<pid>/children` (the kernel's
+    /// list, not the demo's word).
+    pub fn children(&self) -> Vec<i32> {
+        let list = format!("/proc/{0}/task/{0}/children", self.pid());
+        std::fs::read_to_string(list)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect()
+    }
+
+    /// Waits (10 s at most) until the demo has at least one child; returns them all.
+    pub fn wait_for_children(&self) -> Vec<i32> {
+        let mut children = Vec::new();
+        let found = eventually(Duration::from_secs(10), || {
+            children = self.children();
+            !children.is_empty()
+        });
+        assert!(found, "the demo forked no child within 10 s");
+        children
+    }
+
     /// Ctrl-C: SIGINT to the demo's whole process group, children included.
     pub fn interrupt(&self) {
         // SAFETY: kill(2) with a negative pid signals that process group; no memory is
