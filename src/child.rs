@@ -149,6 +149,12 @@ impl ResultWriter {
     }
 }
 
+impl AsFd for ResultReader {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
 impl ResultReader {
     /// Reads the child's value; fails if the child ended without sending one.
     pub fn receive<T: DeserializeOwned>(self) -> anyhow::Result<T> {

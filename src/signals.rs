@@ -32,6 +32,9 @@ static COUNTS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
 /// Signals that were ignored when the program started (`nohup` ignores SIGHUP; a
 /// non-interactive shell's `cmd &` ignores SIGINT): children get them back ignored.
 static INHERITED_IGNORE: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
+/// Signals caught as a request to the running program (a server's SIGHUP: reload), not
+/// as a stop: [`stop_requested`] ignores them.
+static REQUESTS: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
 /// The self-pipe's write end, for the handler (-1 until it exists).
 static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// The self-pipe's read end, for `poll`.
@@ -146,15 +149,33 @@ pub fn catch_stop_signals() -> nix::Result<()> {
     Ok(())
 }
 
-fn ignore(signal: Signal) -> nix::Result<()> {
+/// Ignores `signal` (SIG_IGN): it is discarded on arrival, even if pending.
+///
+/// # References: sigaction(2)
+pub fn ignore(signal: Signal) -> nix::Result<()> {
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: SIG_IGN runs no code of ours.
     unsafe { signal::sigaction(signal, &ignore) }.map(drop)
 }
 
+/// Catches `signal` as a request that the program handles while it goes on running — a
+/// server's SIGHUP means "reload" — rather than as a stop: it is counted ([`count`]) and
+/// wakes the self-pipe, and [`stop_requested`] ignores it. A signal the program was
+/// started with ignored stays ignored, as in [`catch_stop_signals`].
+pub fn catch_request(signal: Signal) -> nix::Result<()> {
+    REQUESTS[signal as usize].store(true, Ordering::SeqCst);
+    catch(signal)?;
+    if INHERITED_IGNORE[signal as usize].load(Ordering::SeqCst) {
+        ignore(signal)?;
+    }
+    Ok(())
+}
+
 /// The stop signal that has arrived, if any.
 pub fn stop_requested() -> Option<Signal> {
-    STOP_SIGNALS.into_iter().find(|&stop| count(stop) > 0)
+    STOP_SIGNALS
+        .into_iter()
+        .find(|&stop| count(stop) > 0 && !REQUESTS[stop as usize].load(Ordering::SeqCst))
 }
 
 /// An error if a stop signal has arrived: for loops that never block (and so never see

@@ -1,0 +1,251 @@
+//! The load generator: `prefork client`, and the client half of `prefork --self-test`.
+//!
+//! C threads, each one connection at a time, send R requests in all. Every request
+//! carries its own tag; the client checks that it gets exactly one reply, and that the
+//! reply carries that tag. A connection that fails (refused, reset, closed without a
+//! reply — a worker killed mid-request) is an error the client counts and retries on a
+//! new connection; a wrong or extra reply is a mismatch, never retried: it would be a bug.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use proclab::measure::quantile;
+use proclab::narrate::event;
+use serde::{Deserialize, Serialize};
+
+/// What load to send.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct Load {
+    /// Concurrent connections: client threads, each with one request in flight (1-256).
+    #[arg(long, value_name = "C", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub connections: u64,
+
+    /// Requests in all, one per connection, spread over the C threads (1-1000000).
+    #[arg(long, value_name = "R", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub requests: u64,
+
+    /// Ask the worker to take MS milliseconds over each request (SLOW; 0-60000).
+    #[arg(long, value_name = "MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub slow_ms: u64,
+
+    /// With --slow-ms: only every Nth request of each thread is slow (1-1000000).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slow_every: u64,
+
+    /// How many times a request whose connection failed is tried again (0-1000).
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub retries: u32,
+}
+
+impl Default for Load {
+    /// The defaults of the options (clap's, so that they are written once).
+    fn default() -> Load {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            load: Load,
+        }
+        <Defaults as clap::Parser>::parse_from(["defaults"]).load
+    }
+}
+
+/// The client's account: the JSON fields of its summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub requests: u64,
+    /// Requests answered by exactly one reply carrying their tag.
+    pub ok: u64,
+    /// Failed attempts (each retried): refused, reset, closed without a reply.
+    pub errors: u64,
+    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
+    pub refused: u64,
+    /// Replies with another request's tag, or more than one reply.
+    pub mismatched: u64,
+    /// Requests still unanswered after every retry.
+    pub failed: u64,
+    pub seconds: f64,
+    /// Answered requests per second.
+    pub rps: f64,
+    /// Latency of answered requests, from the first attempt to the reply.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Replies per worker slot, as the replies named it.
+    pub per_worker: Vec<u64>,
+}
+
+/// One thread's results.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    refused: u64,
+    mismatched: u64,
+    failed: u64,
+    latencies_ms: Vec<f64>,
+    per_worker: Vec<u64>,
+}
+
+// ANCHOR: load
+/// Sends the load to 127.0.0.1:`port` and reports it; `last` says whether its account is
+/// the run's summary (the `client` subcommand) or a `load` event (--self-test, where the
+/// server's summary comes last).
+pub fn run(load: &Load, port: u16, last: bool) -> Report {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    event("load")
+        .field("connections", load.connections)
+        .field("requests", load.requests)
+        .say(format!(
+            "{} requests to {address} from {} connections at a time",
+            load.requests, load.connections
+        ));
+    let started = Instant::now();
+    let tallies: Vec<Tally> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..load.connections)
+            .map(|thread| {
+                // Thread t sends requests t, t + C, t + 2C…: R in all.
+                let count = (load.requests - thread).div_ceil(load.connections);
+                scope.spawn(move || send_requests(address, load, thread, count))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("a client thread does not panic"))
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let report = account(load, tallies, seconds);
+    let text = format!(
+        "{}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
+         {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
+        if last { "summary" } else { "load done" },
+        report.requests,
+        report.ok,
+        report.errors,
+        report.refused,
+        report.mismatched,
+        report.failed,
+        report.rps,
+        report.p50_ms,
+        report.p99_ms,
+        report.per_worker
+    );
+    event(if last { "summary" } else { "load_done" })
+        .fields(&report)
+        .say(text);
+    report
+}
+
+/// One client thread: `count` requests, one connection each, tagged `<thread>-<n>`.
+fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> Tally {
+    let mut tally = Tally::default();
+    for n in 0..count {
+        let tag = format!("{thread}-{n}");
+        let request = if load.slow_ms > 0 && n % load.slow_every == 0 {
+            format!("SLOW {} {tag}\n", load.slow_ms)
+        } else {
+            format!("ECHO {tag}\n")
+        };
+        let timeout = Duration::from_millis(load.slow_ms) + Duration::from_secs(10);
+        let first_attempt = Instant::now();
+        let mut attempts = 0;
+        loop {
+            match exchange(address, &request, timeout) {
+                Ok(reply) => {
+                    match worker_of(&reply, &tag) {
+                        Some(slot) => {
+                            tally.ok += 1;
+                            tally.latencies_ms.push(first_attempt.elapsed().as_secs_f64() * 1e3);
+                            if tally.per_worker.len() <= slot {
+                                tally.per_worker.resize(slot + 1, 0);
+                            }
+                            tally.per_worker[slot] += 1;
+                        }
+                        None => tally.mismatched += 1,
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tally.errors += 1;
+                    tally.refused += u64::from(error.kind() == std::io::ErrorKind::ConnectionRefused);
+                    attempts += 1;
+                    if attempts > load.retries {
+                        tally.failed += 1;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    tally
+}
+// ANCHOR_END: load
+
+/// One attempt: connect, send the request line, read until the server closes. A
+/// connection that ends before a whole line came back is an error (to retry).
+fn exchange(address: SocketAddr, request: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let read = stream.read_to_end(&mut reply);
+    if !reply.ends_with(b"\n") {
+        read?; // (reset, timeout…)
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed without a whole reply",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// The worker slot named by `reply` if it is exactly one line answering `tag`:
+/// `<tag> worker <slot> pid <pid>`.
+fn worker_of(reply: &str, tag: &str) -> Option<usize> {
+    let mut lines = reply.lines();
+    let (line, extra) = (lines.next()?, lines.next());
+    if extra.is_some() {
+        return None; // two replies to one request
+    }
+    match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [answered, "worker", slot, "pid", _] if *answered == tag => slot.parse().ok(),
+        _ => None,
+    }
+}
+
+fn account(load: &Load, tallies: Vec<Tally>, seconds: f64) -> Report {
+    let mut report = Report {
+        requests: load.requests,
+        seconds: (seconds * 1e6).round() / 1e6,
+        ..Report::default()
+    };
+    let mut latencies = Vec::new();
+    for tally in tallies {
+        report.ok += tally.ok;
+        report.errors += tally.errors;
+        report.refused += tally.refused;
+        report.mismatched += tally.mismatched;
+        report.failed += tally.failed;
+        latencies.extend(tally.latencies_ms);
+        if report.per_worker.len() < tally.per_worker.len() {
+            report.per_worker.resize(tally.per_worker.len(), 0);
+        }
+        for (slot, replies) in tally.per_worker.into_iter().enumerate() {
+            report.per_worker[slot] += replies;
+        }
+    }
+    let round = |value: f64| (value * 1000.0).round() / 1000.0;
+    report.rps = (report.ok as f64 / seconds).round();
+    if !latencies.is_empty() {
+        report.p50_ms = round(quantile(&latencies, 0.5));
+        report.p99_ms = round(quantile(&latencies, 0.99));
+    }
+    report
+}
