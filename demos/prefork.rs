@@ -139,12 +139,15 @@ struct Server {
     #[arg(long)]
     crash_at_start: bool,
 
-    #[command(flatten, next_help_heading = "Load (with --self-test; or `prefork client`)")]
-    load: Load,
-
     /// Print the timeline as JSON Lines.
     #[arg(long)]
     json: bool,
+
+    #[command(
+        flatten,
+        next_help_heading = "Load (with --self-test; or `prefork client`)"
+    )]
+    load: Load,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum, Serialize)]
@@ -208,9 +211,7 @@ fn check(report: &Report) -> anyhow::Result<()> {
 fn listen(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(|error| {
         if error.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow!(
-                "port {port} is in use on 127.0.0.1 ({error}): choose another, or --port 0"
-            )
+            anyhow!("port {port} is in use on 127.0.0.1 ({error}): choose another, or --port 0")
         } else {
             anyhow!(error).context(format!("bind 127.0.0.1:{port}"))
         }
@@ -260,6 +261,7 @@ fn serve(server: &Server) -> anyhow::Result<()> {
         slots: (0..slots).map(|_| None).collect(),
         history: vec![SlotHistory::default(); slots],
         respawn_at: vec![None; slots],
+        failed_starts: vec![0; slots],
         spawns: 0,
         respawns: 0,
         rolled: 0,
@@ -326,6 +328,8 @@ struct Master<'a> {
     slots: Vec<Option<Worker>>,
     history: Vec<SlotHistory>,
     respawn_at: Vec<Option<Instant>>,
+    /// Per slot: workers in a row that died before they were ready.
+    failed_starts: Vec<u32>,
     spawns: u64,
     respawns: u64,
     rolled: u64,
@@ -365,7 +369,7 @@ impl Master<'_> {
             self.start_self_test()?;
             if self.stop.is_none() && self.serve_until.is_some_and(|at| Instant::now() >= at) {
                 let seconds = self.server.seconds.unwrap_or_default().as_secs_f64();
-                self.begin_stop(format!("served for {seconds}s"), 0);
+                self.begin_stop(format!("served for {seconds}s"), stops_so_far());
             }
             if let Some(stop) = &self.stop {
                 if self.slots.iter().all(Option::is_none) && self.client.is_none() {
@@ -487,7 +491,11 @@ impl Master<'_> {
                 Ok(status) => status,
             };
             let Some(pid) = status.pid() else { continue };
-            if self.client.as_ref().is_some_and(|(client, _)| *client == pid) {
+            if self
+                .client
+                .as_ref()
+                .is_some_and(|(client, _)| *client == pid)
+            {
                 self.client_done(&status);
                 continue;
             }
@@ -507,7 +515,10 @@ impl Master<'_> {
                 .field("slot", slot)
                 .field("worker", pid.as_raw())
                 .fields(&ended)
-                .say(format!("waitpid -> worker {pid} (slot {slot}) {}", ended.status));
+                .say(format!(
+                    "waitpid -> worker {pid} (slot {slot}) {}",
+                    ended.status
+                ));
             self.replace(slot, worker.retiring, was_ready, &ended.status)?;
         }
     }
@@ -533,10 +544,12 @@ impl Master<'_> {
         }
         self.respawns += 1;
         if was_ready {
+            self.failed_starts[slot] = 0;
             return self.spawn(slot);
         }
         self.start_failures += 1;
-        let in_a_row = self.history[slot].processes as u32; // (reset when one gets ready)
+        self.failed_starts[slot] += 1;
+        let in_a_row = self.failed_starts[slot];
         if in_a_row >= GIVE_UP_AFTER {
             bail!(
                 "giving up: the worker of slot {slot} died before it was ready {in_a_row} times \
@@ -575,10 +588,10 @@ impl Master<'_> {
     // ANCHOR: signals
     /// SIGTERM or Ctrl-C: a graceful stop; one more: stop now. SIGHUP: a rolling restart.
     fn follow_signals(&mut self) {
-        let stops = signals::count(Signal::SIGINT) + signals::count(Signal::SIGTERM);
+        let stops = stops_so_far();
         if stops > 0 && self.stop.is_none() {
             let signal = signals::stop_requested().expect("a stop signal was counted");
-            self.begin_stop(format!("{signal}"), stops - 1);
+            self.begin_stop(format!("{signal}"), stops);
         }
         if let Some(stop) = &self.stop
             && stops > stop.signals_at_start
@@ -631,7 +644,9 @@ impl Master<'_> {
         event("retire")
             .field("slot", slot)
             .field("worker", pid.as_raw())
-            .say(format!("{how}: worker {pid} finishes its request and leaves"));
+            .say(format!(
+                "{how}: worker {pid} finishes its request and leaves"
+            ));
         self.rolling = Some(slot);
     }
     // ANCHOR_END: roll
@@ -759,8 +774,7 @@ impl Master<'_> {
 
     /// --self-test: once every worker is ready, fork the client.
     fn start_self_test(&mut self) -> anyhow::Result<()> {
-        if self.fds_after_start.is_some() || !(0..self.slots.len()).all(|slot| self.ready(slot))
-        {
+        if self.fds_after_start.is_some() || !(0..self.slots.len()).all(|slot| self.ready(slot)) {
             return Ok(());
         }
         self.fds_after_start = Some(count_fds());
@@ -809,7 +823,7 @@ impl Master<'_> {
             .fields(&ended)
             .say(format!("waitpid -> client {pid} {}", ended.status));
         if self.stop.is_none() {
-            self.begin_stop("the self-test's load is done".into(), 0);
+            self.begin_stop("the self-test's load is done".into(), stops_so_far());
         }
     }
 
@@ -828,19 +842,23 @@ impl Master<'_> {
             || self.fds_after_start.is_none()
             || self.stop.is_some();
         let now = Instant::now();
-        [Some(next_board), self.stop.as_ref().map(|stop| stop.grace_ends), self.serve_until]
-            .into_iter()
-            .chain(self.respawn_at.iter().copied())
-            .flatten()
-            .map(|at| at.saturating_duration_since(now))
-            .fold(
-                if watching {
-                    Duration::from_millis(10)
-                } else {
-                    BOARD_EVERY
-                },
-                Duration::min,
-            )
+        [
+            Some(next_board),
+            self.stop.as_ref().map(|stop| stop.grace_ends),
+            self.serve_until,
+        ]
+        .into_iter()
+        .chain(self.respawn_at.iter().copied())
+        .flatten()
+        .map(|at| at.saturating_duration_since(now))
+        .fold(
+            if watching {
+                Duration::from_millis(10)
+            } else {
+                BOARD_EVERY
+            },
+            Duration::min,
+        )
     }
 
     fn summarize(&self) -> anyhow::Result<()> {
@@ -909,6 +927,11 @@ impl Master<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// How many SIGINT and SIGTERM have come so far.
+fn stops_so_far() -> u64 {
+    signals::count(Signal::SIGINT) + signals::count(Signal::SIGTERM)
 }
 
 /// Blocks (or unblocks) the signals a person sends to stop or reload the server.

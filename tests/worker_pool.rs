@@ -25,15 +25,6 @@ fn served_pids(summary: &Value) -> Vec<i32> {
         .collect()
 }
 
-/// The pids of every `spawn` event.
-fn spawned_pids(events: &[Value]) -> Vec<i32> {
-    events
-        .iter()
-        .filter(|event| event["event"] == "spawn")
-        .map(|event| pid_of(&event["worker"]))
-        .collect()
-}
-
 fn assert_every_task_once(summary: &Value, tasks: u64) {
     assert_eq!(summary["tasks"], tasks, "{summary}");
     assert_eq!(summary["completed"], tasks, "{summary}");

@@ -161,7 +161,9 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
                     match worker_of(&reply, &tag) {
                         Some(slot) => {
                             tally.ok += 1;
-                            tally.latencies_ms.push(first_attempt.elapsed().as_secs_f64() * 1e3);
+                            tally
+                                .latencies_ms
+                                .push(first_attempt.elapsed().as_secs_f64() * 1e3);
                             if tally.per_worker.len() <= slot {
                                 tally.per_worker.resize(slot + 1, 0);
                             }
@@ -173,7 +175,8 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
                 }
                 Err(error) => {
                     tally.errors += 1;
-                    tally.refused += u64::from(error.kind() == std::io::ErrorKind::ConnectionRefused);
+                    tally.refused +=
+                        u64::from(error.kind() == std::io::ErrorKind::ConnectionRefused);
                     attempts += 1;
                     if attempts > load.retries {
                         tally.failed += 1;

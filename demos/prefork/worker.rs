@@ -67,7 +67,7 @@ pub fn work(slot: usize, board: &Scoreboard, source: Source) -> anyhow::Result<i
                 serve(connection, slot, board);
                 board.add_active(slot, -1);
             }
-            Ok(None) => break,          // the master closed the channel: leave
+            Ok(None) => break,           // the master closed the channel: leave
             Err(Errno::EINVAL) => break, // the listening socket was shut down: leave
             Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => {} // time to beat
             Err(error) => anyhow::bail!("waiting for a connection: {error}"),

@@ -364,6 +364,15 @@ pub fn pids_in(value: &Value) -> Vec<i32> {
         .collect()
 }
 
+/// The pids of every `spawn` event (its `worker` field), in order.
+pub fn spawned_pids(events: &[Value]) -> Vec<i32> {
+    events
+        .iter()
+        .filter(|event| event["event"] == "spawn")
+        .map(|event| pid_of(&event["worker"]))
+        .collect()
+}
+
 /// A scratch directory for one test, removed when dropped — even when the test fails.
 pub struct Scratch(pub std::path::PathBuf);
 

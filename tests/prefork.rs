@@ -1,0 +1,493 @@
+//! prefork: every request answered exactly once in each dispatch mode; workers killed under
+//! load are replaced in their slot within a second, with no wrong reply; SIGTERM and the
+//! first Ctrl-C let requests in flight finish and cut off at the grace time what takes
+//! longer; a second Ctrl-C stops at once; SIGHUP replaces every worker without refusing a
+//! connection; workers that crash at start make the master give up; nothing is left.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use serde_json::Value;
+use util::*;
+
+const MODES: [&str; 3] = ["shared-accept", "round-robin", "least-loaded"];
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("prefork")
+}
+
+/// Starts a server (with `--json`); returns it and its port once `workers` are ready.
+fn server(args: &[&str], workers: usize) -> (Running, u16) {
+    let mut running = Running::start(cargo_bin!("prefork"), args);
+    let listening = running.wait_for("listening");
+    let port = listening["port"].as_u64().expect("the port") as u16;
+    for slot in 0..workers {
+        running.wait_for_where("ready", |event| event["slot"] == slot);
+    }
+    (running, port)
+}
+
+/// Starts `prefork client --json --port P` with `args`.
+fn start_client(port: u16, args: &[&str]) -> std::process::Child {
+    Command::new(cargo_bin!("prefork"))
+        .args(["client", "--json", "--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts")
+}
+
+/// Waits for a client (killed after TIME_LIMIT); returns its exit status and summary.
+fn client_summary(mut client: std::process::Child) -> (ExitStatus, Value) {
+    let deadline = Instant::now() + TIME_LIMIT;
+    let status = loop {
+        if let Some(status) = client.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            panic!("the client did not end within {TIME_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = Vec::new();
+    let pipe = client.stdout.as_mut().expect("stdout is piped");
+    pipe.read_to_end(&mut stdout)
+        .expect("read the client's output");
+    (status, summary(&events(&stdout)).clone())
+}
+
+/// One request on its own connection: what came back before the server closed it.
+fn ask(port: u16, request: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(TIME_LIMIT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+/// Sends `SLOW ms tag` on a thread; the thread returns the reply and when it came.
+fn ask_slowly(port: u16, ms: u64, tag: &str) -> std::thread::JoinHandle<(String, Instant)> {
+    let request = format!("SLOW {ms} {tag}\n");
+    std::thread::spawn(move || {
+        let reply = ask(port, &request).unwrap_or_default(); // reset: no reply
+        (reply, Instant::now())
+    })
+}
+
+fn assert_every_request_answered(client: &Value, requests: u64) {
+    assert_eq!(client["requests"], requests, "{client}");
+    assert_eq!(client["ok"], requests, "{client}");
+    assert_eq!(client["mismatched"], 0, "{client}");
+    assert_eq!(client["failed"], 0, "{client}");
+}
+
+/// The kernel's count of the process's open descriptors.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .count()
+}
+
+fn assert_no_process_left(events: &[Value]) {
+    for pid in spawned_pids(events) {
+        assert_eq!(proc_state(pid), None, "worker {pid} is left behind");
+    }
+}
+
+fn signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) signals one process; no memory is involved.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+#[test]
+fn every_request_is_answered_exactly_once_in_each_dispatch_mode() {
+    for mode in MODES {
+        let args = ["--self-test", "--dispatch", mode];
+        let events = run_json(demo(), &[&args[..], &["--connections", "8"]].concat());
+        let summary = summary(&events);
+        let client = &summary["client"];
+        assert_every_request_answered(client, 2000);
+        assert_eq!(client["errors"], 0, "{mode}: {client}");
+        assert_eq!(summary["served"], 2000, "{mode}: {summary}");
+        assert_eq!(summary["dropped"], 0, "{mode}: {summary}");
+        assert_eq!(summary["spawns"], 4, "{mode}: {summary}");
+        assert_eq!(summary["shutdown"], "graceful", "{mode}: {summary}");
+        // What the workers counted on the scoreboard is what the client saw.
+        assert_eq!(
+            summary["per_worker"], client["per_worker"],
+            "{mode}: {summary}"
+        );
+        let per_worker: Vec<u64> =
+            serde_json::from_value(client["per_worker"].clone()).expect("a list of counts");
+        match mode {
+            // By turn, with every worker always ready: exactly R / W each.
+            "round-robin" => assert_eq!(per_worker, [500; 4], "{summary}"),
+            // The kernel (or the master) spreads the connections: nobody is left idle.
+            _ => assert!(
+                per_worker.len() == 4 && per_worker.iter().all(|&n| n > 0),
+                "{mode}: {per_worker:?}"
+            ),
+        }
+        assert_no_process_left(&events);
+    }
+}
+
+#[test]
+fn workers_killed_under_load_are_replaced_and_no_reply_is_wrong() {
+    for mode in MODES {
+        let (running, port) = server(&["--workers", "4", "--dispatch", mode], 4);
+        let fds_at_start = fd_count(running.pid());
+        // At least 8000 × 1 ms / 4 workers = 2 s of load: it outlasts the eight kills.
+        let client = start_client(
+            port,
+            &["--connections", "8", "--requests", "8000", "--slow-ms", "1"],
+        );
+        let mut kills = 0;
+        for round in 0..8u64 {
+            std::thread::sleep(Duration::from_millis(200));
+            let workers = running.children();
+            assert_eq!(workers.len(), 4, "{mode}: {workers:?}");
+            let nanos = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock");
+            let victim = workers[(nanos.subsec_nanos() as u64 + round) as usize % 4];
+            signal(victim, libc::SIGKILL);
+            kills += 1;
+            let replaced = eventually(Duration::from_secs(1), || {
+                let now = running.children();
+                now.len() == 4 && !now.contains(&victim)
+            });
+            assert!(replaced, "{mode}: no replacement for {victim} within 1 s");
+        }
+        let (status, report) = client_summary(client);
+        assert!(status.success(), "{mode}: {report}");
+        assert_every_request_answered(&report, 8000);
+        // Every fork and kill left the master's descriptors as they were.
+        assert_eq!(fd_count(running.pid()), fds_at_start, "{mode}");
+        running.terminate();
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+        let summary = summary(&events);
+        assert_eq!(summary["spawns"], 4 + kills, "{mode}: {summary}");
+        assert_eq!(summary["respawns"], kills, "{mode}: {summary}");
+        assert_eq!(summary["start_failures"], 0, "{mode}: {summary}");
+        assert_eq!(summary["shutdown"], "graceful", "{mode}: {summary}");
+        assert_eq!(
+            summary["fds_before_stop"], summary["fds_after_start"],
+            "{summary}"
+        );
+    }
+}
+
+#[test]
+fn a_graceful_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
+    // Ctrl-C to the whole group (the workers get it too, and must not die of it), and
+    // SIGTERM to the master alone.
+    for (mode, stop) in [
+        ("shared-accept", libc::SIGINT),
+        ("round-robin", libc::SIGTERM),
+    ] {
+        let (mut running, port) = server(&["--dispatch", mode, "--grace", "3"], 4);
+        let slow: Vec<_> = (0..3)
+            .map(|n| ask_slowly(port, 1000, &format!("slow{n}")))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300)); // they are being served
+        let stopped = Instant::now();
+        match stop {
+            libc::SIGINT => running.interrupt(),
+            _ => running.terminate(),
+        }
+        // Stopped accepting: a new connection is refused.
+        running.wait_for("stopping");
+        let refused = TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.kind());
+        assert_eq!(
+            refused.err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{mode}"
+        );
+        for (n, request) in slow.into_iter().enumerate() {
+            let (reply, _) = request.join().expect("the request thread");
+            assert!(
+                reply.starts_with(&format!("slow{n} worker ")),
+                "{mode}: {reply:?}"
+            );
+        }
+        let (status, events) = running.finish();
+        let took = stopped.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{mode}: took {took:?}, grace 3 s"
+        );
+        assert_stopped_cleanly(status, stop, &spawned_pids(&events));
+        let summary = summary(&events);
+        assert_eq!(summary["shutdown"], "graceful", "{mode}: {summary}");
+        assert_eq!(summary["in_flight_at_shutdown"], 3, "{mode}: {summary}");
+        assert_eq!(summary["cut_off"], 0, "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn a_request_longer_than_the_grace_period_is_cut_off_at_the_grace_time() {
+    for mode in ["shared-accept", "least-loaded"] {
+        let (running, port) = server(&["--dispatch", mode, "--grace", "1"], 4);
+        let slow = ask_slowly(port, 5000, "long");
+        std::thread::sleep(Duration::from_millis(300));
+        let stopped = Instant::now();
+        running.terminate();
+        let (reply, cut) = slow.join().expect("the request thread");
+        assert_eq!(reply, "", "{mode}: no reply to a request that was cut off");
+        // The grace is 1 s; ±20%.
+        let after = cut.duration_since(stopped).as_secs_f64();
+        assert!(
+            (0.8..=1.2).contains(&after),
+            "{mode}: cut off after {after} s"
+        );
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+        let summary = summary(&events);
+        assert_eq!(summary["shutdown"], "forced", "{mode}: {summary}");
+        assert_eq!(summary["in_flight_at_shutdown"], 1, "{mode}: {summary}");
+        assert_eq!(summary["cut_off"], 1, "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once() {
+    let (mut running, port) = server(&["--grace", "20"], 4);
+    let slow = ask_slowly(port, 20_000, "long");
+    std::thread::sleep(Duration::from_millis(300));
+    running.interrupt();
+    running.wait_for("stopping");
+    let second = Instant::now();
+    running.interrupt();
+    let (status, events) = running.finish();
+    let took = second.elapsed();
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert_interrupted_cleanly(status, &spawned_pids(&events));
+    assert_eq!(summary(&events)["shutdown"], "forced");
+    let (reply, _) = slow.join().expect("the request thread");
+    assert_eq!(reply, "");
+}
+
+#[test]
+fn sighup_replaces_every_worker_without_refusing_a_connection() {
+    for mode in ["shared-accept", "round-robin"] {
+        let (mut running, port) = server(&["--workers", "3", "--dispatch", mode], 3);
+        let before = running.children();
+        // --retries 0: a refused or reset connection would fail the client.
+        let client = start_client(
+            port,
+            &[
+                "--connections",
+                "6",
+                "--requests",
+                "3000",
+                "--slow-ms",
+                "1",
+                "--retries",
+                "0",
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        signal(running.pid(), libc::SIGHUP);
+        for slot in 0..3 {
+            running.wait_for_where("retire", |event| event["slot"] == slot);
+        }
+        let (status, report) = client_summary(client);
+        assert!(status.success(), "{mode}: {report}");
+        assert_every_request_answered(&report, 3000);
+        assert_eq!(report["errors"], 0, "{mode}: {report}");
+        assert_eq!(report["refused"], 0, "{mode}: {report}");
+        let rolled = eventually(Duration::from_secs(2), || {
+            let now = running.children();
+            now.len() == 3 && now.iter().all(|pid| !before.contains(pid))
+        });
+        assert!(rolled, "{mode}: {before:?} -> {:?}", running.children());
+        running.terminate();
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+        let summary = summary(&events);
+        assert_eq!(summary["rolled"], 3, "{mode}: {summary}");
+        assert_eq!(summary["spawns"], 6, "{mode}: {summary}");
+        assert_eq!(summary["respawns"], 0, "{mode}: {summary}");
+        for pid in before {
+            assert_eq!(proc_state(pid), None, "{pid} was replaced and reaped");
+        }
+    }
+}
+
+#[test]
+fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
+    let started = Instant::now();
+    let output = run(demo(), &["--json", "--workers", "2", "--crash-at-start"])
+        .code(1)
+        .stderr(contains("giving up"))
+        .get_output()
+        .clone();
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let spawns = spawned_pids(&events);
+    // Five deaths in a row before ready, on one slot, and the master gives up: at most
+    // 2 × 5 forks, after 0.1 + 0.2 + 0.4 + 0.8 s of backoff.
+    assert!((5..=10).contains(&spawns.len()), "{} forks", spawns.len());
+    let delays: Vec<f64> = events
+        .iter()
+        .filter(|event| event["event"] == "backoff" && event["slot"] == 0)
+        .map(|event| event["delay_seconds"].as_f64().expect("a delay"))
+        .collect();
+    assert_eq!(delays[..4], [0.1, 0.2, 0.4, 0.8], "{delays:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for pid in spawns {
+        assert_eq!(proc_state(pid), None, "worker {pid} is left behind");
+    }
+}
+
+#[test]
+fn the_scoreboard_is_shared_memory_that_status_reads() {
+    let (running, port) = server(&["--workers", "2"], 2);
+    let workers = running.children();
+    assert_eq!(workers.len(), 2);
+    for &worker in &workers {
+        // The kernel's view: shared-accept workers sleep in accept() on the shared socket…
+        let in_accept = eventually(Duration::from_secs(2), || {
+            proc_wchan(worker).as_deref() == Some("inet_csk_accept")
+        });
+        assert!(in_accept, "{worker} waits in {:?}", proc_wchan(worker));
+        // …and map the scoreboard shared (`s`), anonymous: nothing named in /dev/shm.
+        let maps = std::fs::read_to_string(format!("/proc/{worker}/maps")).expect("maps");
+        assert!(
+            maps.lines()
+                .any(|line| line.contains("rw-s") && line.ends_with("/dev/zero (deleted)")),
+            "{maps}"
+        );
+        assert!(!maps.contains("/dev/shm/"), "{maps}");
+    }
+    let status = ask(port, "STATUS\n").expect("STATUS");
+    let mut lines = status.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|first| first.starts_with("STATUS from worker "))
+    );
+    let listed: Vec<i32> = lines
+        .skip(1) // the column names
+        .map(|row| {
+            let pid = row.split_whitespace().nth(1).expect("a pid column");
+            pid.parse().expect("a pid")
+        })
+        .collect();
+    let (mut listed, mut workers) = (listed, workers);
+    listed.sort();
+    workers.sort();
+    assert_eq!(listed, workers, "{status}");
+    assert_eq!(
+        ask(port, "HELLO\n").expect("a reply"),
+        "ERROR requests are: ECHO <tag>, SLOW <ms> <tag>, STATUS\n"
+    );
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    let shm = std::fs::read_dir("/dev/shm").map_or(Vec::new(), |dir| {
+        dir.filter_map(Result::ok)
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect()
+    });
+    let mine = format!(".{}.", running_pid(&events));
+    assert!(!shm.iter().any(|name| name.contains(&mine)), "{shm:?}");
+}
+
+/// The master's pid, from its events.
+fn running_pid(events: &[Value]) -> i32 {
+    pid_of(&find(events, "listening")["pid"])
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    run(demo(), &["--port", &port])
+        .code(1)
+        .stderr(contains(format!("port {port} is in use")));
+}
+
+#[test]
+fn the_client_fails_when_nobody_answers() {
+    // A port nobody listens on: every attempt refused, then exit status 1.
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("address").port();
+    drop(free);
+    let (status, report) = client_summary(start_client(
+        port,
+        &["--requests", "4", "--connections", "2", "--retries", "1"],
+    ));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(report["failed"], 4, "{report}");
+    assert_eq!(report["refused"], 8, "{report}");
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--dispatch"))
+        .stdout(contains("SIGHUP"));
+    run(demo(), &["client", "--help"])
+        .success()
+        .stdout(contains("--connections"));
+    for bad in [
+        &["--workers", "0"][..],
+        &["--workers", "65"],
+        &["--dispatch", "random"],
+        &["--grace", "-1"],
+        &["--port", "65536"],
+        &["--seconds", "0"],
+        &["--connections", "3"], // load options without --self-test
+        &["--self-test", "--connections", "0"],
+        &["--self-test", "--seconds", "1"],
+        &["client"], // no --port
+        &["client", "--port", "0"],
+        &["client", "--port", "8080", "--slow-ms", "60001"],
+    ] {
+        assert_usage_error(demo(), bad);
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("prefork"),
+        &[
+            &["--self-test"],
+            &["--self-test", "--dispatch", "least-loaded"],
+        ],
+    );
+}
+
+#[test]
+fn sigkill_of_the_master_takes_its_workers_along() {
+    let (running, _port) = server(&["--workers", "3"], 3);
+    let workers = running.children();
+    let status = running.kill();
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    for worker in workers {
+        // Parent-death signal: they die with the master (and PID 1 reaps them).
+        let gone = eventually(Duration::from_secs(5), || !util::running(worker));
+        assert!(gone, "worker {worker} outlived its master");
+    }
+}
