@@ -107,11 +107,8 @@ fn assert_no_process_left(events: &[Value]) {
 
 fn signal(pid: i32, signal: i32) {
     // SAFETY: kill(2) signals one process; no memory is involved.
-    assert_eq!(
-        unsafe { libc::kill(pid, signal) },
-        0,
-        "kill({pid}, {signal})"
-    );
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal})");
 }
 
 #[test]
