@@ -26,9 +26,10 @@ serve:
     mdbook serve book --open
 
 # The measuring demos beside the reference tools (perf: apt-get install linux-perf), on
-# this machine; writes book/src/sched/bench.json and the chapters' SVG figures.
-bench:
-    cargo bench --bench reference
+# this machine, and prefork's requests/s by dispatch mode; writes book/src/sched/bench.json,
+# book/src/patterns/prefork.json and the chapters' SVG figures. `just bench prefork`: one part.
+bench *PART:
+    cargo bench --bench reference -- {{PART}}
 
 # Everything CI runs.
 ci:
