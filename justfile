@@ -25,9 +25,9 @@ book:
 serve:
     mdbook serve book --open
 
-# The measuring demos beside the reference tools (perf: apt-get install linux-perf), on
-# this machine, and prefork's requests/s by dispatch mode; writes book/src/sched/bench.json,
-# book/src/patterns/prefork.json and the chapters' SVG figures. `just bench prefork`: one part.
+# Writes book/src/sched/bench.json, book/src/patterns/prefork.json and the SVG figures;
+# `just bench sched` or `just bench prefork` runs one part. perf: apt-get install linux-perf.
+# The measuring demos beside the reference tools, and prefork's requests/s, on this machine.
 bench *PART:
     cargo bench --bench reference -- {{PART}}
 
