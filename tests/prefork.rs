@@ -334,11 +334,7 @@ fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
         .stderr(contains("giving up"))
         .get_output()
         .clone();
-    let text = String::from_utf8(output.stdout).expect("UTF-8");
-    let events: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("JSON line"))
-        .collect();
+    let events = events_of_failed_run(&output.stdout);
     let spawns = spawned_pids(&events);
     // Five deaths in a row before ready, on one slot, and the master gives up: at most
     // 2 × 5 forks, after 0.1 + 0.2 + 0.4 + 0.8 s of backoff.

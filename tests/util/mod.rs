@@ -45,6 +45,13 @@ pub fn events(stdout: &[u8]) -> Vec<Value> {
     events
 }
 
+/// Parses the timeline of a run that failed (exit status 1): the project's format, but
+/// no summary at the end.
+pub fn events_of_failed_run(stdout: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(stdout).expect("the timeline is UTF-8");
+    text.lines().map(parse_event).collect()
+}
+
 fn parse_event(line: &str) -> Value {
     let event: Value = serde_json::from_str(line)
         .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));
