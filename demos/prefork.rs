@@ -179,7 +179,7 @@ fn main() -> ExitCode {
         }
         None => {
             let server = args.server;
-            if !server.self_test && server.load != Load::default() {
+            if !server.self_test && load_options_given() {
                 cli::usage_error(
                     "the load options need --self-test (or send the load with `prefork client`)",
                 );
@@ -188,6 +188,16 @@ fn main() -> ExitCode {
             cli::run_stoppable(|| serve(&server))
         }
     }
+}
+
+/// True if the command line sets a load option (--connections, --requests…).
+fn load_options_given() -> bool {
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let load = <Load as clap::Args>::augment_args(clap::Command::new("load"));
+    load.get_arguments().any(|option| {
+        matches.value_source(option.get_id().as_str())
+            == Some(clap::parser::ValueSource::CommandLine)
+    })
 }
 
 /// An error unless every request got exactly one reply, its own.
@@ -315,7 +325,9 @@ struct Stop {
     in_flight: u64,
     /// Stop signals already counted when it began: one more means "now".
     signals_at_start: u64,
-    forced: bool,
+    /// The remaining workers were sent SIGKILL.
+    killed: bool,
+    /// Connections they still held then: a stop is "forced" if it cut any off.
     cut_off: u64,
     fds_before: usize,
 }
@@ -362,9 +374,9 @@ impl Master<'_> {
         }
         let mut next_board = Instant::now() + BOARD_EVERY;
         loop {
+            self.follow_signals(); // first: a stop signal means no replacements
             self.reap()?;
             self.respawn_due()?;
-            self.follow_signals();
             self.roll_on();
             self.start_self_test()?;
             if self.stop.is_none() && self.serve_until.is_some_and(|at| Instant::now() >= at) {
@@ -375,7 +387,7 @@ impl Master<'_> {
                 if self.slots.iter().all(Option::is_none) && self.client.is_none() {
                     return Ok(()); // every worker reaped
                 }
-                if Instant::now() >= stop.grace_ends && !stop.forced {
+                if Instant::now() >= stop.grace_ends && !stop.killed {
                     self.kill_all("the grace period is over");
                 }
             }
@@ -457,8 +469,9 @@ impl Master<'_> {
     // ANCHOR_END: spawn
 
     /// The master's descriptors a new child must close: every worker's channel (a worker
-    /// holding another's would keep it from ever seeing end-of-file), and the listening
-    /// socket unless the child is a shared-accept worker.
+    /// holding another's would keep it from ever seeing end-of-file), the self-test
+    /// client's result pipe, and the listening socket unless the child is a
+    /// shared-accept worker.
     fn descriptors_not_for(&self, worker: Option<Dispatch>) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self
             .slots
@@ -466,6 +479,9 @@ impl Master<'_> {
             .flatten()
             .filter_map(|w| w.channel.as_ref().map(AsRawFd::as_raw_fd))
             .collect();
+        if let Some((_, reader)) = &self.client {
+            fds.push(reader.as_fd().as_raw_fd());
+        }
         if worker != Some(Dispatch::SharedAccept)
             && let Some(listener) = &self.listener
         {
@@ -506,7 +522,11 @@ impl Master<'_> {
             else {
                 continue;
             };
-            let worker = self.slots[slot].take().expect("the slot was found above");
+            let retired = self.slots[slot]
+                .take()
+                .expect("the slot was found")
+                .retiring;
+            // (its channel is closed here: the replacement must not inherit it)
             let was_ready = self.board.ready_pid(slot) == pid.as_raw() as u64;
             self.history[slot].served += self.board.served(slot);
             self.board.clear(slot); // the row is the next worker's
@@ -519,7 +539,7 @@ impl Master<'_> {
                     "waitpid -> worker {pid} (slot {slot}) {}",
                     ended.status
                 ));
-            self.replace(slot, worker.retiring, was_ready, &ended.status)?;
+            self.replace(slot, retired, was_ready, &ended.status)?;
         }
     }
     // ANCHOR_END: reap
@@ -535,8 +555,11 @@ impl Master<'_> {
         was_ready: bool,
         status: &str,
     ) -> anyhow::Result<()> {
-        if self.stop.is_some() {
+        if self.stopping() {
             return Ok(());
+        }
+        if was_ready {
+            self.failed_starts[slot] = 0;
         }
         if retired {
             self.rolled += 1;
@@ -544,7 +567,6 @@ impl Master<'_> {
         }
         self.respawns += 1;
         if was_ready {
-            self.failed_starts[slot] = 0;
             return self.spawn(slot);
         }
         self.start_failures += 1;
@@ -569,6 +591,9 @@ impl Master<'_> {
     // ANCHOR_END: replace
 
     fn respawn_due(&mut self) -> anyhow::Result<()> {
+        if self.stopping() {
+            return Ok(());
+        }
         for slot in 0..self.slots.len() {
             if self.respawn_at[slot].is_some_and(|at| Instant::now() >= at) {
                 self.respawn_at[slot] = None;
@@ -576,6 +601,12 @@ impl Master<'_> {
             }
         }
         Ok(())
+    }
+
+    /// True once a stop has begun, or a stop signal has come that the loop has not
+    /// handled yet: no worker is replaced any more.
+    fn stopping(&self) -> bool {
+        self.stop.is_some() || signals::stop_requested().is_some()
     }
 
     /// True when `slot`'s worker is ready and may be given connections.
@@ -595,7 +626,7 @@ impl Master<'_> {
         }
         if let Some(stop) = &self.stop
             && stops > stop.signals_at_start
-            && !stop.forced
+            && !stop.killed
         {
             self.kill_all("another stop signal: stop now");
         }
@@ -742,7 +773,7 @@ impl Master<'_> {
             grace_ends: Instant::now() + grace,
             in_flight,
             signals_at_start,
-            forced: false,
+            killed: false,
             cut_off: 0,
             fds_before,
         });
@@ -766,7 +797,7 @@ impl Master<'_> {
                 "{why}: kill(SIGKILL) to {killed:?}, cutting off {cut_off} connections"
             ));
         if let Some(stop) = self.stop.as_mut() {
-            stop.forced = true;
+            stop.killed = true;
             stop.cut_off += cut_off;
         }
     }
@@ -835,9 +866,12 @@ impl Master<'_> {
     }
 
     /// How long the loop may sleep: until the next scoreboard, grace end or respawn;
-    /// 10 ms while it watches for workers getting ready (a rolling restart, a self-test).
+    /// 10 ms while it watches for workers getting ready (a new worker is given
+    /// connections only once it is) or leaving.
     fn next_wait(&self, next_board: Instant) -> Duration {
-        let watching = self.rolling.is_some()
+        let starting = (0..self.slots.len()).any(|s| self.slots[s].is_some() && !self.ready(s));
+        let watching = starting
+            || self.rolling.is_some()
             || !self.roll.is_empty()
             || self.fds_after_start.is_none()
             || self.stop.is_some();
@@ -865,7 +899,11 @@ impl Master<'_> {
         let stop = self.stop.as_ref().expect("the loop ends only once stopped");
         let per_worker: Vec<u64> = self.history.iter().map(|slot| slot.served).collect();
         let served: u64 = per_worker.iter().sum();
-        let shutdown = if stop.forced { "forced" } else { "graceful" };
+        let shutdown = if stop.cut_off > 0 {
+            "forced"
+        } else {
+            "graceful"
+        };
         let mut text = format!(
             "summary: {served} requests served by {} processes in {} slots ({} respawned, {} \
              replaced by SIGHUP); shutdown {shutdown} ({}), {} in flight, {} cut off\n  \

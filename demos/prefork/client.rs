@@ -16,7 +16,7 @@ use proclab::narrate::event;
 use serde::{Deserialize, Serialize};
 
 /// What load to send.
-#[derive(Args, Clone, Debug, PartialEq)]
+#[derive(Args, Clone, Debug)]
 pub struct Load {
     /// Concurrent connections: client threads, each with one request in flight (1-256).
     #[arg(long, value_name = "C", default_value_t = 8,
@@ -42,18 +42,6 @@ pub struct Load {
     #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub retries: u32,
-}
-
-impl Default for Load {
-    /// The defaults of the options (clap's, so that they are written once).
-    fn default() -> Load {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            load: Load,
-        }
-        <Defaults as clap::Parser>::parse_from(["defaults"]).load
-    }
 }
 
 /// The client's account: the JSON fields of its summary.
@@ -98,19 +86,20 @@ struct Tally {
 /// server's summary comes last).
 pub fn run(load: &Load, port: u16, last: bool) -> Report {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let connections = load.connections.min(load.requests); // no more threads than requests
     event("load")
-        .field("connections", load.connections)
+        .field("connections", connections)
         .field("requests", load.requests)
         .say(format!(
-            "{} requests to {address} from {} connections at a time",
-            load.requests, load.connections
+            "{} requests to {address} from {connections} connections at a time",
+            load.requests
         ));
     let started = Instant::now();
     let tallies: Vec<Tally> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..load.connections)
+        let threads: Vec<_> = (0..connections)
             .map(|thread| {
                 // Thread t sends requests t, t + C, t + 2C…: R in all.
-                let count = (load.requests - thread).div_ceil(load.connections);
+                let count = (load.requests - thread).div_ceil(connections);
                 scope.spawn(move || send_requests(address, load, thread, count))
             })
             .collect();

@@ -2,8 +2,10 @@
 //!
 //! Apache's prefork MPM keeps one like it (what `apachectl status` shows). Each worker
 //! writes only its own row; the master reads every row (to print it, to choose the
-//! least-loaded worker) and resets a row when it has reaped the row's worker, before the
-//! slot's next worker starts. The cells are atomics, so a reader never sees a torn value.
+//! least-loaded worker), counts up `active` when it passes a connection to a worker, and
+//! resets a row when it has reaped the row's worker, before the slot's next worker
+//! starts. The cells are atomics: two processes may add to one at once, and a reader
+//! never sees a torn value.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
