@@ -23,7 +23,8 @@
 //! Signals, as gunicorn's arbiter reads them: SIGTERM or the first Ctrl-C — stop
 //! accepting, let the requests in flight finish within --grace, then SIGKILL what is
 //! left; a second Ctrl-C (or SIGTERM) — SIGKILL now; SIGHUP — replace the workers one at
-//! a time, never refusing a connection.
+//! a time, never refusing a connection. (So closing the terminal, which sends SIGHUP,
+//! does not stop the server: stop it with Ctrl-C or SIGTERM.)
 //!
 //! Exit status: 0; 1 (runtime error: the port is in use, workers keep failing to start, a
 //! self-test or client saw a wrong or missing reply); 2 (bad usage); after Ctrl-C or
