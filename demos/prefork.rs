@@ -566,8 +566,8 @@ impl Master<'_> {
             self.rolled += 1;
             return self.spawn(slot);
         }
-        self.respawns += 1;
         if was_ready {
+            self.respawns += 1;
             return self.spawn(slot);
         }
         self.start_failures += 1;
@@ -598,6 +598,7 @@ impl Master<'_> {
         for slot in 0..self.slots.len() {
             if self.respawn_at[slot].is_some_and(|at| Instant::now() >= at) {
                 self.respawn_at[slot] = None;
+                self.respawns += 1;
                 self.spawn(slot)?;
             }
         }

@@ -339,20 +339,91 @@ fn more_connections_than_requests_is_fine() {
 
 #[test]
 fn a_second_ctrl_c_stops_at_once() {
-    let (mut running, port) = server(&["--grace", "20"], 4);
-    let slow = ask_slowly(port, 20_000, "long");
+    // Ctrl-C twice; or Ctrl-C then SIGTERM: any second stop signal means "now".
+    for second_signal in [libc::SIGINT, libc::SIGTERM] {
+        let (mut running, port) = server(&["--grace", "20"], 4);
+        let slow = ask_slowly(port, 20_000, "long");
+        wait_until_serving(&running, 1);
+        running.interrupt();
+        running.wait_for("stopping");
+        let second = Instant::now();
+        match second_signal {
+            libc::SIGINT => running.interrupt(),
+            _ => running.terminate(),
+        }
+        let (status, events) = running.finish();
+        let took = second.elapsed();
+        assert!(took < Duration::from_millis(1000), "took {took:?}");
+        assert_interrupted_cleanly(status, &spawned_pids(&events));
+        assert_eq!(summary(&events)["shutdown"], "forced");
+        assert_eq!(summary(&events)["cut_off"], 1);
+        let (reply, _) = slow.join().expect("the request thread");
+        assert_eq!(reply, "");
+    }
+}
+
+#[test]
+fn connections_still_in_the_listen_queue_are_reset_by_a_stop() {
+    // One worker, busy with a slow request: the next connection waits in the listen
+    // queue, accepted by the kernel but by no worker; shutdown() resets it.
+    let (running, port) = server(&["--workers", "1"], 1);
+    let slow = ask_slowly(port, 2000, "slow");
     wait_until_serving(&running, 1);
-    running.interrupt();
-    running.wait_for("stopping");
-    let second = Instant::now();
-    running.interrupt();
+    let queued = std::thread::spawn(move || ask(port, "ECHO queued\n"));
+    std::thread::sleep(Duration::from_millis(200)); // it is connected, in the queue
+    running.terminate();
+    let reply = queued.join().expect("the queued request's thread");
+    assert!(
+        reply.as_ref().map_or(true, String::is_empty),
+        "a queued connection got {reply:?}"
+    );
+    let (reply, _) = slow.join().expect("the slow request's thread");
+    assert!(reply.starts_with("slow worker 0 "), "{reply:?}");
     let (status, events) = running.finish();
-    let took = second.elapsed();
-    assert!(took < Duration::from_millis(1000), "took {took:?}");
-    assert_interrupted_cleanly(status, &spawned_pids(&events));
-    assert_eq!(summary(&events)["shutdown"], "forced");
-    let (reply, _) = slow.join().expect("the request thread");
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    assert_eq!(summary(&events)["in_flight_at_shutdown"], 1);
+}
+
+#[test]
+fn a_client_that_trickles_its_request_is_dropped_at_the_deadline() {
+    // Slowloris: one byte a second, never a whole line. The worker gives it 5 s in all.
+    let (running, port) = server(&["--workers", "1"], 1);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let connected = Instant::now();
+    let mut writer = stream.try_clone().expect("a second handle");
+    std::thread::spawn(move || {
+        for _ in 0..20 {
+            if writer.write_all(b"E").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    stream.set_read_timeout(Some(TIME_LIMIT)).expect("timeout");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply); // EOF or reset, when the worker drops it
+    let after = connected.elapsed().as_secs_f64();
     assert_eq!(reply, "");
+    assert!((4.5..8.0).contains(&after), "dropped after {after} s");
+    // The worker is free again.
+    assert!(
+        ask(port, "ECHO next\n")
+            .expect("a reply")
+            .starts_with("next worker 0 ")
+    );
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn seconds_stops_the_server_gracefully() {
+    let events = run_json(demo(), &["--workers", "2", "--seconds", "0.5"]);
+    let summary = summary(&events);
+    assert_eq!(summary["stop_reason"], "served for 0.5s", "{summary}");
+    assert_eq!(summary["shutdown"], "graceful", "{summary}");
+    assert_eq!(summary["interrupted"], Value::Null, "{summary}");
+    assert_no_process_left(&events);
 }
 
 #[test]
@@ -375,9 +446,25 @@ fn sighup_replaces_every_worker_without_refusing_a_connection() {
             ],
         );
         std::thread::sleep(Duration::from_millis(200));
-        signal(running.pid(), libc::SIGHUP);
+        // To the whole group (a closed terminal) in shared-accept: the workers ignore it,
+        // the master rolls them; to the master alone in round-robin.
+        match mode {
+            "shared-accept" => signal(-running.pid(), libc::SIGHUP),
+            _ => signal(running.pid(), libc::SIGHUP),
+        }
+        // One at a time: slot k is retired only once slot k-1's new worker is ready.
+        let mut previous_ready = 0.0;
         for slot in 0..3 {
-            running.wait_for_where("retire", |event| event["slot"] == slot);
+            let retire = running.wait_for_where("retire", |event| event["slot"] == slot);
+            let t = retire["t"].as_f64().expect("t");
+            assert!(t >= previous_ready, "{mode}: slot {slot} retired at {t}");
+            let old = pid_of(&retire["worker"]);
+            let ready = running.wait_for_where("ready", |event| {
+                event["slot"] == slot
+                    && pid_of(&event["pid"]) != old
+                    && !before.contains(&pid_of(&event["pid"]))
+            });
+            previous_ready = ready["t"].as_f64().expect("t");
         }
         let (status, report) = client_summary(client);
         assert!(status.success(), "{mode}: {report}");
@@ -411,6 +498,7 @@ fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
         .get_output()
         .clone();
     let events = events_of_failed_run(&output.stdout);
+    assert!(!events.iter().any(|event| event["event"] == "summary"));
     let spawns = spawned_pids(&events);
     // Five deaths in a row before ready, on one slot, and the master gives up: at most
     // 2 × 5 forks, after 0.1 + 0.2 + 0.4 + 0.8 s of backoff.
@@ -454,13 +542,22 @@ fn the_scoreboard_is_shared_memory_that_status_reads() {
             .next()
             .is_some_and(|first| first.starts_with("STATUS from worker "))
     );
-    let listed: Vec<i32> = lines
+    let rows: Vec<Vec<&str>> = lines
         .skip(1) // the column names
-        .map(|row| {
-            let pid = row.split_whitespace().nth(1).expect("a pid column");
-            pid.parse().expect("a pid")
-        })
+        .map(|row| row.split_whitespace().collect())
         .collect();
+    let listed: Vec<i32> = rows
+        .iter()
+        .map(|row| row[1].parse().expect("a pid"))
+        .collect();
+    for row in &rows {
+        // Idle workers beat every 250 ms (SO_RCVTIMEO on accept()).
+        let age: f64 = row[4]
+            .trim_end_matches('s')
+            .parse()
+            .expect("a heartbeat age");
+        assert!(age < 1.0, "{status}");
+    }
     let (mut listed, mut workers) = (listed, workers);
     listed.sort();
     workers.sort();

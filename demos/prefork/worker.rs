@@ -4,11 +4,11 @@
 //! socket every worker inherited (shared-accept), or `recvmsg()` on the worker's own Unix
 //! socket, over which the master passes connections it accepted (SCM_RIGHTS).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::io::{IoSlice, IoSliceMut};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -29,10 +29,10 @@ pub enum Source<'a> {
 }
 
 /// A request line may be at most this long.
-const MAX_LINE: u64 = 1024;
-/// A client that sends nothing for this long is dropped: it must not hold a worker for
-/// ever (the "slowloris" attack on one-connection-per-process servers).
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_LINE: usize = 1024;
+/// A client has this long to send its whole request line, however it trickles it: a
+/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 // ANCHOR: work
 /// The worker's life: get ready, then take connections until told to leave — the
@@ -144,18 +144,34 @@ fn receive_connection(channel: &OwnedFd) -> nix::Result<Option<OwnedFd>> {
 /// says nothing is the client's problem, not the worker's: nothing is counted.
 fn serve(connection: OwnedFd, slot: usize, board: &Scoreboard) {
     let stream = TcpStream::from(connection);
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let mut line = String::new();
-    let read = BufReader::new((&stream).take(MAX_LINE)).read_line(&mut line);
-    if read.is_err() || !line.ends_with('\n') {
-        return;
-    }
+    let Some(line) = read_request(&stream) else {
+        return; // closed, reset, too long, or too slow
+    };
     let reply = answer(line.trim_end(), slot, board);
     if (&stream).write_all(reply.as_bytes()).is_ok() {
         board.count_served(slot);
     }
 } // the stream is closed here: the client reads end-of-file after the reply
 // ANCHOR_END: serve
+
+/// Reads the request line: at most MAX_LINE bytes, all within REQUEST_DEADLINE.
+fn read_request(mut stream: &TcpStream) -> Option<String> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut line = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !line.contains(&b'\n') && line.len() < MAX_LINE {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream.set_read_timeout(Some(left)).ok()?;
+        match stream.read(&mut buffer) {
+            Ok(0) => return None,
+            Ok(read) => line.extend_from_slice(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None, // reset, or the deadline passed
+        }
+    }
+    let end = line.iter().position(|&byte| byte == b'\n')?;
+    String::from_utf8(line[..end].to_vec()).ok()
+}
 
 /// The protocol: one request line, one reply.
 /// - `ECHO <tag>` → `<tag> worker <slot> pid <pid>`
