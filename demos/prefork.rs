@@ -54,7 +54,7 @@ use nix::sys::socket::{
 use nix::sys::time::{TimeVal, TimeValLike};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
-use proclab::child::{self, ResultReader, ending};
+use proclab::child::{self, ResultReader, StartBackoff, ending};
 use proclab::narrate::event;
 use proclab::{cli, narrate, signals};
 use serde::Serialize;
@@ -272,7 +272,7 @@ fn serve(server: &Server) -> anyhow::Result<()> {
         slots: (0..slots).map(|_| None).collect(),
         history: vec![SlotHistory::default(); slots],
         respawn_at: vec![None; slots],
-        failed_starts: vec![0; slots],
+        backoff: StartBackoff::new(slots, GIVE_UP_AFTER),
         spawns: 0,
         respawns: 0,
         rolled: 0,
@@ -342,7 +342,7 @@ struct Master<'a> {
     history: Vec<SlotHistory>,
     respawn_at: Vec<Option<Instant>>,
     /// Per slot: workers in a row that died before they were ready.
-    failed_starts: Vec<u32>,
+    backoff: StartBackoff,
     spawns: u64,
     respawns: u64,
     rolled: u64,
@@ -560,7 +560,7 @@ impl Master<'_> {
             return Ok(());
         }
         if was_ready {
-            self.failed_starts[slot] = 0;
+            self.backoff.started(slot);
         }
         if retired {
             self.rolled += 1;
@@ -571,21 +571,9 @@ impl Master<'_> {
             return self.spawn(slot);
         }
         self.start_failures += 1;
-        self.failed_starts[slot] += 1;
-        let in_a_row = self.failed_starts[slot];
-        if in_a_row >= GIVE_UP_AFTER {
-            bail!(
-                "giving up: the worker of slot {slot} died before it was ready {in_a_row} times \
-                 in a row (last: {status}); forking more would only repeat that"
-            );
-        }
-        let delay = Duration::from_millis(100 << (in_a_row - 1));
-        event("backoff")
-            .field("slot", slot)
-            .field("delay_seconds", delay.as_secs_f64())
-            .say(format!(
-                "slot {slot}: died before it was ready ({in_a_row} in a row); next fork in {delay:?}"
-            ));
+        let delay = self
+            .backoff
+            .failed(slot, "died before it was ready", status)?;
         self.respawn_at[slot] = Some(Instant::now() + delay);
         Ok(())
     }

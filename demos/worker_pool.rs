@@ -42,7 +42,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe2};
-use proclab::child::{Ending, ending};
+use proclab::child::{Ending, StartBackoff, ending};
 use proclab::fdio::{read_exact, write_all, write_message};
 use proclab::inspect::running;
 use proclab::narrate::event;
@@ -284,7 +284,7 @@ struct Master<'a> {
     serial_slot: Vec<usize>,
     per_worker: Vec<u64>,
     served: Vec<Served>,
-    early_deaths: Vec<u32>,
+    backoff: StartBackoff,
     respawn_at: Vec<Option<Instant>>,
     stopping: bool,
 }
@@ -334,7 +334,7 @@ fn pool(
         serial_slot: Vec::new(),
         per_worker: vec![0; slots],
         served: Vec::new(),
-        early_deaths: vec![0; slots],
+        backoff: StartBackoff::new(slots, GIVE_UP_AFTER),
         respawn_at: vec![None; slots],
         stopping: false,
     };
@@ -683,34 +683,15 @@ impl Master<'_> {
         if self.stopping {
             return Ok(());
         }
-        if crashed_at_start {
-            self.early_deaths[slot] += 1;
+        let delay = if crashed_at_start {
+            let last = self.served.last().map(|s| s.ending.status.clone());
+            let last = last.unwrap_or_else(|| "?".into());
+            self.backoff
+                .failed(slot, "died right after its start", &last)?
         } else {
-            self.early_deaths[slot] = 0;
-        }
-        let early = self.early_deaths[slot];
-        if early >= GIVE_UP_AFTER {
-            bail!(
-                "giving up: the worker of slot {slot} died right after its start {early} times \
-                 in a row (last: {}) -- respawning it again would only repeat that",
-                self.served
-                    .last()
-                    .map_or("?".into(), |s| s.ending.status.clone())
-            );
-        }
-        let delay = if early == 0 {
+            self.backoff.started(slot);
             Duration::ZERO
-        } else {
-            Duration::from_millis(100 << (early - 1))
         };
-        if !delay.is_zero() {
-            event("backoff")
-                .field("slot", slot)
-                .field("delay_seconds", delay.as_secs_f64())
-                .say(format!(
-                    "slot {slot}: crashed at start ({early} in a row); next respawn in {delay:?}"
-                ));
-        }
         self.respawn_at[slot] = Some(Instant::now() + delay);
         Ok(())
     }

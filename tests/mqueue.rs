@@ -214,8 +214,7 @@ fn a_dead_consumer_ends_the_demo_instead_of_hanging_it() {
     let forked = demo.wait_for("forked");
     let consumer = pids_in(&forked["consumers"])[0];
     let producers = pids_in(&forked["producers"]);
-    // SAFETY: kill(2) signals one process; no memory is involved.
-    assert_eq!(unsafe { libc::kill(consumer, libc::SIGKILL) }, 0);
+    send_signal(consumer, libc::SIGKILL);
     let (status, _) = demo.finish();
     assert_eq!(status.code(), Some(1), "an error, not a hang: {status:?}");
     for pid in producers {

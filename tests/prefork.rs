@@ -142,12 +142,6 @@ fn wait_until_serving(running: &Running, count: usize) {
     assert!(serving, "{count} workers never slept in SLOW together");
 }
 
-fn signal(pid: i32, signal: i32) {
-    // SAFETY: kill(2) signals one process; no memory is involved.
-    let result = unsafe { libc::kill(pid, signal) };
-    assert_eq!(result, 0, "kill({pid}, {signal})");
-}
-
 #[test]
 fn every_request_is_answered_exactly_once_in_each_dispatch_mode() {
     for mode in MODES {
@@ -198,7 +192,7 @@ fn workers_killed_under_load_are_replaced_and_no_reply_is_wrong() {
             assert_eq!(workers.len(), 4, "{mode}: {workers:?}");
             let nanos = std::time::SystemTime::UNIX_EPOCH.elapsed().expect("clock");
             let victim = workers[(nanos.subsec_nanos() as u64 + round) as usize % 4];
-            signal(victim, libc::SIGKILL);
+            send_signal(victim, libc::SIGKILL);
             kills += 1;
             let replaced = eventually(Duration::from_secs(1), || {
                 let now = running.children();
@@ -317,7 +311,7 @@ fn sigterm_to_the_whole_group_replaces_nobody() {
     // get SIGTERM too, finish and leave — and the master must not replace them.
     for grace in ["5", "0"] {
         let (running, _port) = server(&["--workers", "3", "--grace", grace], 3);
-        signal(-running.pid(), libc::SIGTERM);
+        send_signal(-running.pid(), libc::SIGTERM);
         let (status, events) = running.finish();
         assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
         let summary = summary(&events);
@@ -449,8 +443,8 @@ fn sighup_replaces_every_worker_without_refusing_a_connection() {
         // To the whole group (a closed terminal) in shared-accept: the workers ignore it,
         // the master rolls them; to the master alone in round-robin.
         match mode {
-            "shared-accept" => signal(-running.pid(), libc::SIGHUP),
-            _ => signal(running.pid(), libc::SIGHUP),
+            "shared-accept" => send_signal(-running.pid(), libc::SIGHUP),
+            _ => send_signal(running.pid(), libc::SIGHUP),
         }
         // One at a time: slot k is retired only once slot k-1's new worker is ready.
         let mut previous_ready = 0.0;
@@ -492,12 +486,7 @@ fn sighup_replaces_every_worker_without_refusing_a_connection() {
 #[test]
 fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
     let started = Instant::now();
-    let output = run(demo(), &["--json", "--workers", "2", "--crash-at-start"])
-        .code(1)
-        .stderr(contains("giving up"))
-        .get_output()
-        .clone();
-    let events = events_of_failed_run(&output.stdout);
+    let events = run_json_failing(demo(), &["--workers", "2", "--crash-at-start"], "giving up");
     assert!(!events.iter().any(|event| event["event"] == "summary"));
     let spawns = spawned_pids(&events);
     // Five deaths in a row before ready, on one slot, and the master gives up: at most

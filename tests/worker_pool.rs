@@ -343,12 +343,7 @@ fn sigkill_of_the_master_kills_its_workers() {
 
 #[test]
 fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
-    let output = run(demo(), &["--json", "--workers", "2", "--crash-at-start"])
-        .code(1)
-        .stderr(contains("giving up"))
-        .get_output()
-        .clone();
-    let events = events_of_failed_run(&output.stdout);
+    let events = run_json_failing(demo(), &["--workers", "2", "--crash-at-start"], "giving up");
     let spawns = spawned_pids(&events);
     // Five crashes in a row on a slot and the pool gives up: at most 2 × 5 forks.
     assert!(spawns.len() <= 10, "{} forks", spawns.len());

@@ -45,11 +45,25 @@ pub fn events(stdout: &[u8]) -> Vec<Value> {
     events
 }
 
-/// Parses the timeline of a run that failed (exit status 1): the project's format, but
-/// no summary at the end.
-pub fn events_of_failed_run(stdout: &[u8]) -> Vec<Value> {
-    let text = std::str::from_utf8(stdout).expect("the timeline is UTF-8");
+/// Runs a demo with `--json` that must fail at runtime: exit status 1 with `message` on
+/// stderr. Returns its events (the project's format, but no summary at the end).
+pub fn run_json_failing(demo: assert_cmd::Command, args: &[&str], message: &str) -> Vec<Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = run(demo, &all)
+        .code(1)
+        .stderr(predicates::str::contains(message))
+        .get_output()
+        .clone();
+    let text = std::str::from_utf8(&output.stdout).expect("the timeline is UTF-8");
     text.lines().map(parse_event).collect()
+}
+
+/// Sends `signal` to `pid` (a negative pid: to that process group), as kill(1) does.
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) takes two numbers; no memory is involved.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal})");
 }
 
 fn parse_event(line: &str) -> Value {
@@ -256,18 +270,13 @@ impl Running {
 
     /// Ctrl-C: SIGINT to the demo's whole process group, children included.
     pub fn interrupt(&self) {
-        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
-        // involved.
-        let result = unsafe { libc::kill(-self.pid(), libc::SIGINT) };
-        assert_eq!(result, 0, "kill(-{}, SIGINT)", self.pid());
+        send_signal(-self.pid(), libc::SIGINT);
     }
 
     /// SIGTERM to the demo's own process only, as `kill PID` sends it: its children get
     /// nothing, so the demo itself must end them.
     pub fn terminate(&self) {
-        // SAFETY: kill(2) signals one process; no memory is involved.
-        let result = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        assert_eq!(result, 0, "kill({}, SIGTERM)", self.pid());
+        send_signal(self.pid(), libc::SIGTERM);
     }
 
     /// Sends SIGKILL to the demo's own process (not to its children) and reaps it.
