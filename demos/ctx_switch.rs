@@ -250,7 +250,7 @@ fn measure_mode(
         // SAFETY: single-threaded here (any thread of an earlier mode was joined); the
         // child plays pong and calls _exit.
         let pid = match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 drop((a_writes, a_reads)); // the parent's ends: else no EOF ends pong
                 measure::pin_to_cpu(cpu_b)?;
                 pong(&b_reads, &b_writes)?;

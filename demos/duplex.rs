@@ -83,13 +83,13 @@ fn main() -> ExitCode {
         cli::usage_error("--watchdog is at most 60 seconds");
     }
     narrate::init(args.json, "parent");
-    let result = if args.deadlock {
-        deadlock(args.message as usize, args.watchdog)
-    } else {
-        talk(&args)
-    };
-    signals::exit_if_stopped(); // Ctrl-C: children killed and reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| {
+        if args.deadlock {
+            deadlock(args.message as usize, args.watchdog)
+        } else {
+            talk(&args)
+        }
+    })
 }
 
 /// One side's ends: where it reads, where it writes. With a socketpair both are the same
@@ -199,7 +199,7 @@ fn round_trips(transport: Transport, rounds: u64) -> anyhow::Result<serde_json::
     let parent = getpid();
     // SAFETY: single-threaded here; the child serves and calls _exit.
     let server = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             drop(mine); // keep only my ends, or EOF never comes
             serve(&theirs)
         }),
@@ -283,7 +283,7 @@ fn deadlock(size: usize, watchdog: Duration) -> anyhow::Result<()> {
     let demo = getpid();
     // SAFETY: single-threaded here; the child writes, reads and calls _exit.
     let left = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(demo, || {
+        ForkResult::Child => child::run_then_exit(demo, || {
             drop(right_ends); // only my own ends
             write_then_read("left", "right", &left_ends, size)
         }),
@@ -293,7 +293,7 @@ fn deadlock(size: usize, watchdog: Duration) -> anyhow::Result<()> {
     // SAFETY: as above.
     let right = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => {
-            child::run(demo, || write_then_read("right", "left", &right_ends, size))
+            child::run_then_exit(demo, || write_then_read("right", "left", &right_ends, size))
         }
         ForkResult::Parent { child } => child,
     };

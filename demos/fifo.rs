@@ -139,9 +139,7 @@ fn main() -> ExitCode {
                 cli::usage_error("--delay is at most 60 seconds");
             }
             narrate::init(args.json, "demo");
-            let result = demo(&args);
-            signals::exit_if_stopped(); // Ctrl-C: children reaped, directory gone
-            cli::exit_code(result)
+            cli::run_stoppable(|| demo(&args))
         }
     }
 }
@@ -265,7 +263,7 @@ fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
     let parent = getpid();
     // SAFETY: single-threaded here; the child execs at once (or _exits).
     match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             execv(c"/proc/self/exe", &argv).context("exec /proc/self/exe")?;
             unreachable!("execv returns only errors")
         }),

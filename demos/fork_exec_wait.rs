@@ -74,13 +74,13 @@ enum Fate {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
-    let result = if args.buffer_pitfall {
-        buffer_pitfall()
-    } else {
-        run(fate(args))
-    };
-    signals::exit_if_stopped(); // Ctrl-C: the child is reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| {
+        if args.buffer_pitfall {
+            buffer_pitfall()
+        } else {
+            run(fate(args))
+        }
+    })
 }
 
 fn fate(args: Args) -> Fate {
@@ -102,7 +102,7 @@ fn run(fate: Fate) -> anyhow::Result<()> {
     // ANCHOR: fork
     // SAFETY: single-threaded here; the child only writes to fd 1, execs or calls _exit.
     let child = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || in_child(&fate)),
+        ForkResult::Child => child::run_then_exit(parent, || in_child(&fate)),
         ForkResult::Parent { child } => child,
     };
     event("fork")
@@ -280,7 +280,7 @@ fn print_then_fork(marker: &str, via_exit: bool) -> anyhow::Result<()> {
     // SAFETY: single-threaded here; the child leaves at once through one of the exits.
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child if via_exit => std::process::exit(0), // flushes its copy of the buffer
-        ForkResult::Child => child::run(parent, || Ok(0)),      // _exit: the copy is dropped
+        ForkResult::Child => child::run_then_exit(parent, || Ok(0)), // _exit: the copy is dropped
         ForkResult::Parent { child } => {
             waitpid(child, None)?;
         }

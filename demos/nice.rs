@@ -177,7 +177,7 @@ fn fork_worker(start: (&OwnedFd, &OwnedFd), sessions: Sessions) -> anyhow::Resul
     let parent = getpid();
     // SAFETY: single-threaded here; the child spins and never returns (it is killed).
     match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             // The parent's end: closed by number, as this copy's owner never runs again
             // (the child ends in _exit).
             nix::unistd::close(start.1.as_raw_fd()).context("close")?;

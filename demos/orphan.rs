@@ -53,9 +53,7 @@ struct Args {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "reaper");
-    let result = run(&args);
-    signals::exit_if_stopped(); // Ctrl-C: the orphan is gone; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -72,7 +70,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (release, release_orphan) = pipe().context("pipe")?; // EOF here lets the orphan end
     // SAFETY: single-threaded here; the child narrates, forks once and calls _exit.
     let parent = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(demo, || {
+        ForkResult::Child => child::run_then_exit(demo, || {
             drop(release_orphan); // only the demo may hold it: its close, or death, is the signal
             be_the_parent(to_demo, release)
         }),
@@ -146,7 +144,9 @@ fn be_the_parent(to_demo: OwnedFd, release: OwnedFd) -> anyhow::Result<i32> {
     let (seen, child_saw_me) = pipe()?;
     // SAFETY: single-threaded here; the child watches getppid and calls _exit.
     let orphan = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run_unbound(|| be_the_orphan(me, child_saw_me, release)),
+        ForkResult::Child => {
+            child::run_unbound_then_exit(|| be_the_orphan(me, child_saw_me, release))
+        }
         ForkResult::Parent { child } => child,
     };
     drop((child_saw_me, release));

@@ -114,23 +114,23 @@ fn main() -> ExitCode {
     if let Err(error) = signals::catch_stop_signals() {
         return cli::exit_code(Err(error.into()));
     }
-    let result = if args.capacity {
-        capacity(args.resize)
-    } else if args.atomic {
-        atomic(args.records.unwrap_or(100_000))
-    } else if args.sigpipe {
-        sigpipe()
-    } else if args.bandwidth {
-        bandwidth(args.chunk as usize, args.mebibytes << 20, args.produce)
-    } else {
-        records(
-            args.records.unwrap_or(1000),
-            args.forget_close,
-            args.timeout,
-        )
-    };
-    signals::exit_if_stopped(); // Ctrl-C: children killed and reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| {
+        if args.capacity {
+            capacity(args.resize)
+        } else if args.atomic {
+            atomic(args.records.unwrap_or(100_000))
+        } else if args.sigpipe {
+            sigpipe()
+        } else if args.bandwidth {
+            bandwidth(args.chunk as usize, args.mebibytes << 20, args.produce)
+        } else {
+            records(
+                args.records.unwrap_or(1000),
+                args.forget_close,
+                args.timeout,
+            )
+        }
+    })
 }
 
 /// What the reading child reports to the parent.
@@ -155,7 +155,7 @@ fn records(count: u64, forget_close: bool, timeout: Duration) -> anyhow::Result<
     let parent = getpid();
     // SAFETY: single-threaded here; the child reads, reports and calls _exit.
     let reader = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             narrate::set_role("child");
             drop(results);
             let forgotten = if forget_close {
@@ -334,7 +334,7 @@ fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
     let parent = getpid();
     // SAFETY: single-threaded here; the child writes, reports and calls _exit.
     let writer = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             narrate::set_role("writer");
             drop((read_end, results));
             write_all(&write_end, &vec![b'x'; capacity])?;
@@ -396,7 +396,7 @@ fn atomic(total: u64) -> anyhow::Result<()> {
     for writer in 0..WRITERS {
         // SAFETY: single-threaded here; each writer writes and calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 drop(read_end);
                 for seq in 0..per_writer {
                     let record = encode(Tag { writer, seq }, size_of(seq));
@@ -473,7 +473,7 @@ fn sigpipe() -> anyhow::Result<()> {
         let parent = getpid();
         // SAFETY: single-threaded here; the child writes once and calls _exit.
         let writer = match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("child");
                 if default_action {
                     child::default_sigpipe()?; // as in a C program: SIGPIPE kills
@@ -534,7 +534,7 @@ fn bandwidth_sample(
     let parent = getpid();
     // SAFETY: single-threaded here; the child writes and calls _exit.
     let writer: Pid = match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child::run(parent, || {
+        ForkResult::Child => child::run_then_exit(parent, || {
             drop(read_end);
             measure::pin_to_cpu(writer_cpu)?;
             let mut data = vec![b'x'; chunk];

@@ -432,7 +432,7 @@ impl Master<'_> {
             block_stop_signals(false)?;
         }
         match forked.context("fork")? {
-            ForkResult::Child => child::run(master, || {
+            ForkResult::Child => child::run_then_exit(master, || {
                 narrate::set_role("worker");
                 close_all(&not_mine);
                 if self.server.crash_at_start {
@@ -812,7 +812,7 @@ impl Master<'_> {
         // SAFETY: single-threaded here (the client starts its threads after the fork);
         // the child sends its report and calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(master, || {
+            ForkResult::Child => child::run_then_exit(master, || {
                 narrate::set_role("client");
                 close_all(&not_mine);
                 writer.send(&client::run(load, port, false))?;

@@ -227,7 +227,7 @@ fn idle_processes(count: u32, hold: Duration, baseline_pss: u64) -> anyhow::Resu
     for _ in 0..count {
         // SAFETY: single-threaded here; the child reads, then leaves through _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("idle");
                 drop(write_end); // the parent's is then the last write end
                 read_exact(&read_end, &mut [0])?; // sleeps until EOF: nobody writes

@@ -164,7 +164,7 @@ fn race(lock: Lock, padded: bool, args: &Args) -> anyhow::Result<serde_json::Val
         let doomed = args.kill_holder && worker == 0;
         // SAFETY: single-threaded here; the worker adds, and calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("worker");
                 if doomed {
                     hold_the_mutex_and_wait(&race, &locks)

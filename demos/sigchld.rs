@@ -92,9 +92,7 @@ fn main() -> ExitCode {
         cli::usage_error("--spread is at most 60 seconds");
     }
     narrate::init(args.json, "parent");
-    let result = run(&args);
-    signals::exit_if_stopped(); // Ctrl-C: every child is reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -105,7 +103,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR: setup
     let mut signal_fd = None;
     match reaper {
-        Reaper::Handler | Reaper::Naive => drop(signals::catch(Signal::SIGCHLD)?),
+        Reaper::Handler | Reaper::Naive => signals::catch(Signal::SIGCHLD)?,
         Reaper::Signalfd => {
             signals::set_blocked(Signal::SIGCHLD, true)?; // delivered only through the fd
             let mask = SigSet::from(Signal::SIGCHLD);
@@ -229,7 +227,7 @@ fn fork_children(args: &Args) -> anyhow::Result<Vec<Pid>> {
         };
         // SAFETY: single-threaded here; the child sleeps and calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 std::thread::sleep(delay);
                 Ok((index % 256) as i32)
             }),
@@ -276,7 +274,7 @@ fn all_become_zombies(children: &[Pid], reaper: Reaper) -> anyhow::Result<()> {
 // ANCHOR: on_signal
 fn reap_on_signal(children: &[Pid], naive: bool) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
-    let wake = signals::catch(Signal::SIGCHLD)?; // already installed; this returns the self-pipe
+    let wake = signals::wake_fd()?; // the handler is installed; this is its self-pipe
     loop {
         let seen = signals::count(Signal::SIGCHLD);
         let new_signals = seen - tally.signals;

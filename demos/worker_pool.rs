@@ -456,7 +456,7 @@ impl Master<'_> {
             signals::set_blocked(Signal::SIGTERM, false)?;
         }
         match forked.context("fork")? {
-            ForkResult::Child => child::run(master, || {
+            ForkResult::Child => child::run_then_exit(master, || {
                 narrate::set_role("worker");
                 for fd in others {
                     let _ = nix::unistd::close(fd);

@@ -50,9 +50,7 @@ struct Args {
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
-    let result = run(&args);
-    signals::exit_if_stopped(); // Ctrl-C: everything is reaped; now die by SIGINT
-    cli::exit_code(result)
+    cli::run_stoppable(|| run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -65,7 +63,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let status = 7 + i32::from(index); // the kernel keeps only the low 8 bits
         // SAFETY: single-threaded here; the child only narrates and calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run(parent, || {
+            ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("child");
                 event("exit")
                     .field("code", status)

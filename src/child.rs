@@ -3,7 +3,7 @@
 //!
 //! A forked child is a copy of the parent, Rust runtime included. If its code returned
 //! from `main` or unwound out of a panic, it would run the parent's code after the fork
-//! and flush the parent's buffers a second time. [`run`] prevents that: the child's body
+//! and flush the parent's buffers a second time. [`run_then_exit`] prevents that: the child's body
 //! always ends in `_exit(2)`, a panic becomes one line on stderr and status 101, and the
 //! child is bound to die with its parent, so an interrupted demo leaves no process
 //! behind.
@@ -36,7 +36,7 @@ use crate::signals;
 ///   default actions back.
 ///
 /// # References: fork(2), _exit(2), PR_SET_PDEATHSIG in prctl(2)
-pub fn run(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+pub fn run_then_exit(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     exit_after(|| {
         die_with_parent(parent)?;
         match body() {
@@ -47,9 +47,9 @@ pub fn run(parent: Pid, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     })
 }
 
-/// Like [`run`], but the child is not bound to die with its parent: for a child that is
+/// Like [`run_then_exit`], but the child is not bound to die with its parent: for a child that is
 /// meant to outlive it (an orphan). It must see to its own end.
-pub fn run_unbound(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
+pub fn run_unbound_then_exit(body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     exit_after(body)
 }
 
@@ -213,7 +213,7 @@ pub unsafe fn spawn<T: Serialize>(
     // SAFETY: the caller promises a single-threaded process; the child only runs `body`,
     // sends, and leaves through _exit.
     match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Child => run(parent, || {
+        nix::unistd::ForkResult::Child => run_then_exit(parent, || {
             crate::narrate::set_role(role);
             drop(results);
             result_writer.send(&body()?)?;

@@ -38,15 +38,19 @@ pub fn usage_error(message: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Runs a demo that a person may stop: catches Ctrl-C, SIGTERM and SIGHUP (see
+/// How every demo ends. Catches Ctrl-C, SIGTERM and SIGHUP (see
 /// [`crate::signals::catch_stop_signals`]), runs `demo`, and then — once the demo has
-/// cleaned up after itself — dies by the stop signal if one came, so the shell sees it was
-/// interrupted; otherwise returns the exit status of [`exit_code`].
+/// cleaned up after itself, and any child it left is killed and reaped — dies by the stop
+/// signal if one came, so the shell sees it was interrupted; otherwise returns the exit
+/// status of [`exit_code`].
 pub fn run_stoppable(demo: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     let result = crate::signals::catch_stop_signals()
         .map_err(anyhow::Error::from)
         .and_then(|()| demo());
-    crate::signals::exit_if_stopped(); // children reaped, IPC removed: die by the signal
+    if let Some(stop) = crate::signals::stop_requested() {
+        crate::child::end_all_children(); // whatever the demo did not reap yet
+        crate::signals::die_by(stop);
+    }
     exit_code(result)
 }
 

@@ -8,7 +8,7 @@
 //!
 //! The same mechanism serves the demos' clean exit: [`catch_stop_signals`] catches Ctrl-C
 //! (SIGINT), SIGTERM and SIGHUP; the demo notices [`stop_requested`], cleans up, and
-//! [`exit_if_stopped`] dies by the same signal with its default action, so the shell sees
+//! [`die_by`] dies by the same signal with its default action, so the shell sees
 //! the program was interrupted (`$?` = 130 after Ctrl-C). Handlers are installed without
 //! `SA_RESTART`: a blocking call returns EINTR when a signal arrives, instead of going on
 //! waiting.
@@ -41,18 +41,12 @@ static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static WAKE_READ: OnceLock<OwnedFd> = OnceLock::new();
 
 // ANCHOR: handler
-/// The handler: count the signal, wake the main loop. Both are async-signal-safe; errno is
-/// saved and restored because `write` may change it under the interrupted code's feet.
+/// The handler: count the signal, wake the main loop. Both are async-signal-safe.
 extern "C" fn record(signo: libc::c_int) {
-    let saved_errno = Errno::last_raw();
     if let Some(count) = COUNTS.get(signo as usize) {
         count.fetch_add(1, Ordering::SeqCst);
     }
-    let fd = WAKE_WRITE.load(Ordering::SeqCst);
-    // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe
-    // (the loop is already awake) drops the byte instead of blocking the handler.
-    let _ = unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
-    Errno::set_raw(saved_errno);
+    wake_from_handler();
 }
 // ANCHOR_END: handler
 
@@ -81,12 +75,11 @@ fn out_of_the_way(fd: OwnedFd) -> nix::Result<OwnedFd> {
 }
 
 /// Installs the counting handler for `signal` (with SA_NOCLDSTOP for SIGCHLD: only
-/// children that end count). Returns the self-pipe's read end, readable after any caught
-/// signal.
+/// children that end count). Each caught signal also makes [`wake_fd`] readable.
 ///
 /// # References: sigaction(2), signal-safety(7), pipe(7)
-pub fn catch(signal: Signal) -> nix::Result<BorrowedFd<'static>> {
-    let wake = self_pipe()?;
+pub fn catch(signal: Signal) -> nix::Result<()> {
+    self_pipe()?;
     let flags = if signal == Signal::SIGCHLD {
         SaFlags::SA_NOCLDSTOP
     } else {
@@ -98,7 +91,30 @@ pub fn catch(signal: Signal) -> nix::Result<BorrowedFd<'static>> {
     if matches!(previous.handler(), SigHandler::SigIgn) {
         INHERITED_IGNORE[signal as usize].store(true, Ordering::SeqCst);
     }
-    Ok(wake)
+    Ok(())
+}
+
+/// The self-pipe's read end: readable after any signal caught by [`catch`], for a
+/// program that waits in its own `poll`.
+///
+/// # References: pipe(7), poll(2)
+pub fn wake_fd() -> nix::Result<BorrowedFd<'static>> {
+    self_pipe()
+}
+
+/// Wakes the main loop from a signal handler: writes one byte into the self-pipe.
+/// Async-signal-safe (one `write(2)` on a non-blocking pipe; errno is saved and restored
+/// because `write` may change it under the interrupted code's feet),
+/// so a demo that installs its own handler with `sigaction` may call it there.
+///
+/// # References: signal-safety(7)
+pub fn wake_from_handler() {
+    let saved_errno = Errno::last_raw();
+    let fd = WAKE_WRITE.load(Ordering::SeqCst);
+    // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe
+    // (the loop is already awake) drops the byte instead of blocking the handler.
+    let _ = unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
+    Errno::set_raw(saved_errno);
 }
 
 /// How many times `signal` has been caught since the program started.
@@ -187,14 +203,12 @@ pub fn bail_if_stopped() -> anyhow::Result<()> {
     }
 }
 
-/// If a stop signal has arrived, dies by it now, with its default action, after killing
-/// and reaping any child still left; otherwise returns. Call it once everything else the
-/// demo made has been cleaned up.
+/// Dies by `stop` now, with its default action, so that the shell sees the program was
+/// interrupted (`$?` = 130 after Ctrl-C). [`crate::cli::run_stoppable`] calls it once the
+/// demo has cleaned up and every child is reaped.
 ///
 /// # References: raise(3), signal(7)
-pub fn exit_if_stopped() {
-    let Some(stop) = stop_requested() else { return };
-    crate::child::end_all_children(); // whatever the demo did not reap yet
+pub fn die_by(stop: Signal) -> ! {
     restore_default(stop);
     let _ = set_blocked(stop, false);
     let _ = signal::raise(stop);
