@@ -1,7 +1,8 @@
 //! The book cannot drift from the code. mdBook prints an empty block for a wrong anchor
 //! and leaves the raw `{{#include}}` text for a missing file, without an error: so this
-//! test resolves every include itself, and checks that every demo has its chapter and its
-//! test file.
+//! test resolves every include itself, and checks, keyed on each demo file's `//! Book:`
+//! line, that the chapter it names includes it, that every program is a `[[bin]]` run by
+//! its own test file, and that every listing stays short.
 
 use std::path::{Path, PathBuf};
 
@@ -101,67 +102,141 @@ fn every_include_resolves_to_lines() {
     assert!(checked > 0, "the book includes code from the demos");
 }
 
-/// The names of the `[[bin]]` targets in Cargo.toml.
-fn bins() -> Vec<String> {
+/// The `[[bin]]` targets in Cargo.toml: (name, path).
+fn bins() -> Vec<(String, String)> {
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
-    let mut names = Vec::new();
+    let mut found = Vec::new();
     let mut in_bin = false;
+    let value = |text: &str| {
+        let text = text.trim_start().trim_start_matches('=').trim();
+        text.trim_matches('"').to_owned()
+    };
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
-        } else if in_bin && let Some(value) = line.strip_prefix("name") {
-            let name = value
-                .trim_start()
-                .trim_start_matches('=')
-                .trim()
-                .trim_matches('"');
-            names.push(name.to_owned());
+            if in_bin {
+                found.push((String::new(), String::new()));
+            }
+        } else if in_bin && let Some(rest) = line.strip_prefix("name") {
+            found.last_mut().expect("in a [[bin]]").0 = value(rest);
+        } else if in_bin && let Some(rest) = line.strip_prefix("path") {
+            let path = rest.split('#').next().unwrap_or_default();
+            found.last_mut().expect("in a [[bin]]").1 = value(path);
         }
     }
-    names
+    found
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read demos/") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The value of a `//! Key: value` line of a demo's header.
+fn header_field(source: &str, key: &str) -> Option<String> {
+    source
+        .lines()
+        .take_while(|line| line.starts_with("//!"))
+        .find_map(|line| line.strip_prefix("//!")?.trim().strip_prefix(key))
+        .map(|value| value.trim_start_matches(':').trim().to_owned())
+}
+
+/// The files a chapter includes, as canonical paths.
+fn included_files(chapter: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(chapter).expect("read chapter");
+    includes(&text)
+        .into_iter()
+        .filter_map(|(path, _)| chapter.parent()?.join(path).canonicalize().ok())
+        .collect()
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
 #[test]
-fn every_demo_has_a_bin_a_chapter_and_a_test() {
+fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
     let bins = bins();
-    assert!(!bins.is_empty());
-    for entry in std::fs::read_dir(root().join("demos")).expect("demos/") {
-        let stem = entry
-            .expect("entry")
-            .path()
-            .file_stem()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        assert!(
-            bins.contains(&stem),
-            "demos/{stem}.rs has no [[bin]] in Cargo.toml"
-        );
-    }
+    assert!(bins.len() > 10, "Cargo.toml lists the programs: {bins:?}");
     let summary = std::fs::read_to_string(root().join("book/src/SUMMARY.md")).expect("SUMMARY.md");
-    for bin in &bins {
-        let link = summary
-            .lines()
-            .filter_map(|line| Some(line.split_once("](")?.1.trim_end_matches(')')))
-            .find(|target| {
-                Path::new(target)
-                    .file_stem()
-                    .is_some_and(|stem| stem == bin.as_str())
-            })
-            .unwrap_or_else(|| panic!("{bin} has no chapter in book/src/SUMMARY.md"));
+    for file in rust_files(&root().join("demos")) {
+        let name = relative(&file);
+        let source = std::fs::read_to_string(&file).expect("read demo");
+        // The header names the chapter, and the chapter shows the file.
+        let chapter = header_field(&source, "Book")
+            .unwrap_or_else(|| panic!("{name} has no `//! Book:` line in its header"));
+        let chapter_path = root().join(&chapter);
+        assert!(chapter_path.is_file(), "{name}: its chapter {chapter} is missing");
+        let in_summary = chapter.trim_start_matches("book/src/");
         assert!(
-            root().join("book/src").join(link).is_file(),
-            "{link} is missing"
+            summary.contains(&format!("]({in_summary})")),
+            "{name}: {chapter} is not in book/src/SUMMARY.md"
         );
+        let canonical = file.canonicalize().expect("canonical path");
         assert!(
-            root().join("tests").join(format!("{bin}.rs")).is_file(),
-            "tests/{bin}.rs is missing"
+            included_files(&chapter_path).contains(&canonical),
+            "{name}: {chapter} does not {{{{#include}}}} it"
         );
+        if !source.lines().any(|line| line.starts_with("fn main")) {
+            continue; // a module of a program, shown by its chapter
+        }
+        // A program: a header that says what it demonstrates, a [[bin]], and a test.
+        for key in ["Demonstrates", "Run", "Observe"] {
+            assert!(
+                header_field(&source, key).is_some(),
+                "{name}: its header has no `//! {key}:` line"
+            );
+        }
+        let (bin, _) = bins
+            .iter()
+            .find(|(_, path)| Path::new(path) == Path::new(&name))
+            .unwrap_or_else(|| panic!("{name} has no [[bin]] in Cargo.toml"));
+        let test = root().join("tests").join(format!("{bin}.rs"));
+        let test_source = std::fs::read_to_string(&test)
+            .unwrap_or_else(|_| panic!("{name}: tests/{bin}.rs is missing"));
         assert!(
-            root().join("demos").join(format!("{bin}.rs")).is_file(),
-            "demos/{bin}.rs is missing"
+            [format!("cargo_bin_cmd!(\"{bin}\")"), format!("cargo_bin(\"{bin}\")")]
+                .iter()
+                .any(|call| test_source.contains(call.as_str())),
+            "tests/{bin}.rs never runs {bin}"
         );
     }
+    for (bin, path) in &bins {
+        assert!(root().join(path).is_file(), "[[bin]] {bin}: {path} is missing");
+        assert!(path.starts_with("demos/"), "[[bin]] {bin}: {path} is outside demos/");
+    }
+}
+
+/// A listing a student reads in one sitting: the design's limits, per file.
+#[test]
+fn every_demo_file_is_a_short_listing() {
+    let mut lengths = Vec::new();
+    for file in rust_files(&root().join("demos")) {
+        let name = relative(&file);
+        let lines = std::fs::read_to_string(&file).expect("read demo").lines().count();
+        let limit = if name.starts_with("demos/sched/") {
+            280 // measurement programs: their table and placements
+        } else if name == "demos/patterns/prefork/client.rs" {
+            250 // a load client that checks every reply
+        } else {
+            200
+        };
+        assert!(lines <= limit, "{name}: {lines} lines (at most {limit})");
+        lengths.push(lines);
+    }
+    lengths.sort_unstable();
+    let median = lengths[lengths.len() / 2];
+    assert!(median <= 150, "the median demo file has {median} lines (at most 150)");
 }
 
 #[test]
