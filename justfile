@@ -17,9 +17,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
 
-# Build the book into book/book.
+# Build the book into book/book, then check every page in headless Chromium (no raw
+# include text, images load, no script error, no transcript cut off).
 book:
     mdbook build book
+    python3 .ci/book_in_browser.py book/book
 
 # Serve the book and open it in a browser.
 serve:
