@@ -23,6 +23,12 @@ book:
     mdbook build book
     python3 .ci/book_in_browser.py book/book
 
+# Rerun every transcript's command (book/src/*/transcripts/*.txt) and rewrite the file
+# with what it prints now; `cargo test --test transcripts` checks they still match.
+transcripts:
+    cargo build --bins
+    PROCLAB_TRANSCRIPTS=overwrite cargo test --test transcripts -- every_transcript
+
 # Serve the book and open it in a browser.
 serve:
     mdbook serve book --open

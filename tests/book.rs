@@ -161,7 +161,10 @@ fn included_files(chapter: &Path) -> Vec<PathBuf> {
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -176,7 +179,10 @@ fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
         let chapter = header_field(&source, "Book")
             .unwrap_or_else(|| panic!("{name} has no `//! Book:` line in its header"));
         let chapter_path = root().join(&chapter);
-        assert!(chapter_path.is_file(), "{name}: its chapter {chapter} is missing");
+        assert!(
+            chapter_path.is_file(),
+            "{name}: its chapter {chapter} is missing"
+        );
         let in_summary = chapter.trim_start_matches("book/src/");
         assert!(
             summary.contains(&format!("]({in_summary})")),
@@ -205,15 +211,24 @@ fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
         let test_source = std::fs::read_to_string(&test)
             .unwrap_or_else(|_| panic!("{name}: tests/{bin}.rs is missing"));
         assert!(
-            [format!("cargo_bin_cmd!(\"{bin}\")"), format!("cargo_bin(\"{bin}\")")]
-                .iter()
-                .any(|call| test_source.contains(call.as_str())),
+            [
+                format!("cargo_bin_cmd!(\"{bin}\")"),
+                format!("cargo_bin(\"{bin}\")")
+            ]
+            .iter()
+            .any(|call| test_source.contains(call.as_str())),
             "tests/{bin}.rs never runs {bin}"
         );
     }
     for (bin, path) in &bins {
-        assert!(root().join(path).is_file(), "[[bin]] {bin}: {path} is missing");
-        assert!(path.starts_with("demos/"), "[[bin]] {bin}: {path} is outside demos/");
+        assert!(
+            root().join(path).is_file(),
+            "[[bin]] {bin}: {path} is missing"
+        );
+        assert!(
+            path.starts_with("demos/"),
+            "[[bin]] {bin}: {path} is outside demos/"
+        );
     }
 }
 
@@ -223,7 +238,10 @@ fn every_demo_file_is_a_short_listing() {
     let mut lengths = Vec::new();
     for file in rust_files(&root().join("demos")) {
         let name = relative(&file);
-        let lines = std::fs::read_to_string(&file).expect("read demo").lines().count();
+        let lines = std::fs::read_to_string(&file)
+            .expect("read demo")
+            .lines()
+            .count();
         let limit = if name.starts_with("demos/sched/") {
             280 // measurement programs: their table and placements
         } else if name == "demos/patterns/prefork/client.rs" {
@@ -236,7 +254,10 @@ fn every_demo_file_is_a_short_listing() {
     }
     lengths.sort_unstable();
     let median = lengths[lengths.len() / 2];
-    assert!(median <= 150, "the median demo file has {median} lines (at most 150)");
+    assert!(
+        median <= 150,
+        "the median demo file has {median} lines (at most 150)"
+    );
 }
 
 #[test]

@@ -406,3 +406,27 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs `command` in a process group of its own and returns its stdout, or `None` if it has
+/// not finished within `limit` (then the whole group is killed). A grandchild that keeps
+/// stdout open after its parent ended is killed with the group too.
+pub fn output_within(mut command: Command, limit: Duration) -> Option<Vec<u8>> {
+    let mut child = command
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (sender, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut output = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut output);
+        let _ = sender.send(output);
+    });
+    let group = -(child.id() as i32);
+    let output = received.recv_timeout(limit).ok();
+    // SAFETY: kill(2) takes two numbers; the group is the command's own.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    let _ = child.wait();
+    output
+}
