@@ -63,9 +63,79 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
             crate::child::end_all_children();
             let program = std::env::args().next().unwrap_or_default();
             let name = program.rsplit('/').next().unwrap_or("proclab");
-            eprintln!("{name}: error: {error:#}");
+            eprintln!("{name}: error: {error:#}{}", limit_hint(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// For a `fork` that failed with EAGAIN: which limit was hit, from the kernel's own
+/// numbers — the user's RLIMIT_NPROC, or the cgroup's `pids.max` (a container's limit).
+///
+/// # References: fork(2) ERRORS, getrlimit(2) RLIMIT_NPROC, cgroups(7) pids controller
+fn limit_hint(error: &anyhow::Error) -> String {
+    let eagain = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EAGAIN));
+    if !eagain || !format!("{error:#}").contains("fork") {
+        return String::new();
+    }
+    let processes = processes_of_this_user();
+    let nproc = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+        .map(|(soft, _)| soft);
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| Some(text.lines().next()?.rsplit(':').next()?.to_owned()))
+        .map(|path| format!("/sys/fs/cgroup{path}"));
+    let pids = cgroup.as_ref().and_then(|dir| {
+        let max = std::fs::read_to_string(format!("{dir}/pids.max")).ok()?;
+        let current = std::fs::read_to_string(format!("{dir}/pids.current")).ok()?;
+        Some((max.trim().to_owned(), current.trim().to_owned()))
+    });
+    match (pids, nproc) {
+        (Some((max, current)), _)
+            if max != "max" && current.parse().ok() >= max.parse::<u64>().ok() =>
+        {
+            format!(" — the cgroup's pids.max ({max}) is reached ({current} tasks)")
+        }
+        (_, Ok(soft)) if soft != nix::sys::resource::RLIM_INFINITY => format!(
+            " — RLIMIT_NPROC is {soft} processes for your user (ulimit -u), who runs {processes} now"
+        ),
+        _ => " — a process limit was reached (ulimit -u, or a cgroup's pids.max)".to_owned(),
+    }
+}
+
+/// How many processes your user runs now (what RLIMIT_NPROC counts), from /proc.
+fn processes_of_this_user() -> usize {
+    let uid = nix::unistd::getuid().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok())
+        .filter(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next())
+                == Some(uid.as_str())
+        })
+        .count()
+}
+
+/// A clap `value_parser` for a duration in seconds, fractions allowed, from 0 to `max`
+/// seconds; its error names that range (`--spread 1e9`: "not between 0 and 60 seconds").
+pub fn seconds_up_to(max: f64) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text| {
+        let seconds: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        if !(0.0..=max).contains(&seconds) {
+            return Err(format!("{seconds} is not between 0 and {max} seconds"));
+        }
+        Ok(Duration::from_secs_f64(seconds))
     }
 }
 
@@ -99,14 +169,7 @@ pub fn fatal_signal(name: &str) -> Result<Signal, String> {
 /// Parses a duration in seconds, fractions allowed, from 0 to one hour — for a clap
 /// `value_parser` (`--hold 30`, `--hold 0.5`).
 pub fn seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(0.0..=3600.0).contains(&seconds) {
-        return Err(format!("{seconds} is not between 0 and 3600 seconds"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    seconds_up_to(3600.0)(text)
 }
 
 /// Like [`seconds`], but zero is refused: for a duration something must last
@@ -140,6 +203,9 @@ mod tests {
         assert!(seconds("soon").is_err());
         assert!(seconds("NaN").is_err());
         assert!(positive_seconds("0").is_err());
+        assert_eq!(seconds_up_to(60.0)("60"), Ok(Duration::from_secs(60)));
+        let too_long = seconds_up_to(60.0)("1e9").expect_err("more than a minute");
+        assert!(too_long.contains("between 0 and 60 seconds"), "{too_long}");
         assert_eq!(positive_seconds("0.5"), Ok(Duration::from_millis(500)));
     }
 

@@ -42,11 +42,13 @@ pub struct PrivateDir {
 }
 
 impl PrivateDir {
-    /// Creates `$TMPDIR/proclab.<uid>.<random>` (or under /tmp).
+    /// Creates `$TMPDIR/proclab.<uid>.<random>`, or under /tmp when TMPDIR is unset, empty
+    /// or relative (a relative TMPDIR would put the directory wherever the demo happens to
+    /// run, as `mktemp` users know).
     ///
-    /// # References: mkdtemp(3)
+    /// # References: mkdtemp(3), environ(7) TMPDIR
     pub fn new() -> nix::Result<PrivateDir> {
-        let template = std::env::temp_dir().join(format!("proclab.{}.XXXXXX", Uid::current()));
+        let template = temp_root().join(format!("proclab.{}.XXXXXX", Uid::current()));
         let path = mkdtemp(&template)?;
         Ok(PrivateDir {
             path,
@@ -66,6 +68,14 @@ impl PrivateDir {
             self.removed = true;
         }
         Ok(())
+    }
+}
+
+/// `$TMPDIR` if it is an absolute path, otherwise `/tmp`.
+fn temp_root() -> PathBuf {
+    match std::env::var_os("TMPDIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => PathBuf::from("/tmp"),
     }
 }
 

@@ -68,10 +68,16 @@ fn self_pipe() -> nix::Result<BorrowedFd<'static>> {
 /// The self-pipe's descriptors are numbered from here up.
 const HIGH_FD: i32 = 100;
 
+/// Moves `fd` to [`HIGH_FD`] or above; under a descriptor limit too low for that
+/// (`ulimit -n 64`: F_DUPFD fails with EINVAL) it stays where it is — the demo still runs,
+/// only its own descriptors get other numbers than the book shows.
 fn out_of_the_way(fd: OwnedFd) -> nix::Result<OwnedFd> {
-    let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(high) })
+    match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(HIGH_FD)) {
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        Ok(high) => Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(high) }),
+        Err(Errno::EINVAL) => Ok(fd),
+        Err(error) => Err(error),
+    }
 }
 
 /// Installs the counting handler for `signal` (with SA_NOCLDSTOP for SIGCHLD: only
