@@ -27,6 +27,18 @@ fn no_record_of_at_most_pipe_buf_is_torn() {
 }
 
 #[test]
+fn records_larger_than_pipe_buf_are_torn_by_the_other_writers() {
+    let events = run_json(demo(), &[]);
+    let summary = summary(&events);
+    assert_eq!(summary["large_sent"], 1000, "{summary}");
+    let torn = summary["large_torn"].as_u64().expect("count");
+    assert!(
+        torn > 0,
+        "1000 writes of 17 pages, 3 other writers: {summary}"
+    );
+}
+
+#[test]
 fn the_records_are_shared_among_four_writers() {
     let events = run_json(demo(), &["--records", "10"]);
     assert_eq!(pids_in(&find(&events, "writers")["pids"]).len(), 4);

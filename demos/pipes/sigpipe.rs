@@ -38,7 +38,6 @@ fn run(_args: &Args) -> anyhow::Result<()> {
 
 /// A child writes into a pipe whose only read end is closed; returns how it ended.
 fn write_with_no_reader(action: Sigpipe) -> anyhow::Result<child::Ending> {
-    // ANCHOR: sigpipe
     let (read_end, write_end) = pipe().context("pipe")?;
     drop(read_end); // no reader anywhere: the child's write has nowhere to go
     let parent = getpid();
@@ -70,7 +69,6 @@ fn write_with_no_reader(action: Sigpipe) -> anyhow::Result<child::Ending> {
     };
     drop(write_end);
     let status = waitpid(writer, None).context("waitpid")?;
-    // ANCHOR_END: sigpipe
     let shell = match status {
         WaitStatus::Signaled(_, killer, _) => {
             format!("; a shell would show $? = {}", 128 + killer as i32)
