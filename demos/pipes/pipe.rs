@@ -164,7 +164,7 @@ struct ReaderReport {
 fn hang_timeout(text: &str) -> Result<Duration, String> {
     let timeout = cli::seconds(text)?;
     if !(0.1..=60.0).contains(&timeout.as_secs_f64()) {
-        return Err("--timeout must be between 0.1 and 60 seconds".to_owned());
+        return Err("must be between 0.1 and 60 seconds".to_owned());
     }
     Ok(timeout)
 }

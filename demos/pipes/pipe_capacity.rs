@@ -149,9 +149,7 @@ fn pipe_size(text: &str) -> Result<u64, String> {
     let max = pipe_max_size();
     match text.trim().parse::<u64>() {
         Ok(asked) if (4096..=max.min(1 << 30)).contains(&asked) => Ok(asked),
-        Ok(asked) if asked > max => Err(format!(
-            "--resize {asked} exceeds /proc/sys/fs/pipe-max-size ({max})"
-        )),
+        Ok(asked) if asked > max => Err(format!("exceeds /proc/sys/fs/pipe-max-size ({max})")),
         _ => Err(format!("not a size from 4096 to {max} bytes")),
     }
 }
