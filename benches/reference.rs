@@ -113,8 +113,8 @@ fn sched(figures: &Path) -> anyhow::Result<()> {
         // in time, so a change of the host's load in between counts on both sides.
         let before = dd_all()?;
         let demo = run_demo(
-            env!("CARGO_BIN_EXE_pipe"),
-            &["--bandwidth", "--mebibytes", "1024", "--produce"],
+            env!("CARGO_BIN_EXE_pipe_bandwidth"),
+            &["--mebibytes", "1024", "--produce"],
         )?;
         let after = dd_all()?;
         let dd: Vec<f64> = before

@@ -1,0 +1,198 @@
+//! pipe — a one-way stream of bytes from a parent to its child, read to end-of-file.
+//!
+//! Demonstrates: pipe() gives two descriptors, a read end and a write end, and fork copies
+//! both; each side closes the end it does not use; the reader sees EOF only when no write
+//! end is open anywhere — its own forgotten copy included.
+//! Run:     cargo run --bin pipe              (then --forget-close)
+//! Observe: every record counted at EOF; with --forget-close, the reader's own write end.
+//! Book:    book/src/pipes/pipe.md
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, fork, getpid, pipe, read};
+use proclab::fdio::write_all;
+use proclab::inspect::fd_target;
+use proclab::narrate::event;
+use proclab::record::{Decoder, Ledger, Tag, Tally, encode};
+use proclab::{child, cli, narrate, signals};
+use serde::{Deserialize, Serialize};
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse();
+    narrate::init(args.json, "parent");
+    cli::run_stoppable(|| run(&args))
+}
+
+const RECORD: usize = 64; // bytes per record
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    // ANCHOR: pipe
+    let (read_end, write_end) = pipe().context("pipe")?;
+    let (read_fd, write_fd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+    event("pipe")
+        .field("read_fd", read_fd)
+        .field("write_fd", write_fd)
+        .say(format!(
+            "pipe() -> read end fd {read_fd}, write end fd {write_fd}; fork will copy both"
+        ));
+    let (results, result_writer) = child::result_pipe()?;
+    let parent = getpid();
+    // SAFETY: single-threaded here; the child closes or keeps its write end, reads to EOF
+    // (allocating; and /proc/self/fd if it hangs), sends its report and calls _exit.
+    let reader = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_then_exit(parent, || {
+            narrate::set_role("child");
+            drop(results);
+            let forgotten = if args.forget_close {
+                Some(write_end) // the bug: this copy keeps the pipe writable
+            } else {
+                drop(write_end); // one write end fewer: the parent's is now the last
+                event("close").say(format!("close({write_fd}): I only read"));
+                None
+            };
+            let report = read_until_eof(read_end, forgotten, args.timeout, args.records)?;
+            result_writer.send(&report)?;
+            Ok(0)
+        }),
+        ForkResult::Parent { child } => child,
+    };
+    drop((read_end, result_writer)); // the parent only writes
+    event("fork")
+        .field("child", reader.as_raw())
+        .say(format!("fork() -> child {reader}, the reader"));
+    event("close").say(format!("close({read_fd}): I only write"));
+    // ANCHOR_END: pipe
+
+    // ANCHOR: write
+    for seq in 0..args.records {
+        signals::bail_if_stopped()?;
+        write_all(&write_end, &encode(Tag { writer: 0, seq }, RECORD))?;
+    }
+    event("wrote")
+        .field("records", args.records)
+        .say(format!("wrote {} records of {RECORD} bytes", args.records));
+    drop(write_end); // the reader sees EOF now, unless it kept a copy
+    event("close").say(format!("close({write_fd}): the last write end I hold"));
+    // ANCHOR_END: write
+
+    let report: ReaderReport = results.receive()?;
+    let status = waitpid(reader, None).context("waitpid")?;
+    let (tally, eof_seen) = (report.tally, report.eof_seen);
+    let mut summary = event("summary").fields(tally).field("eof_seen", eof_seen);
+    if args.forget_close {
+        summary = summary.field("hang_detected", report.hang_detected);
+    }
+    let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
+    summary
+        .field("reader", child::describe(&status))
+        .say(format!(
+            "summary: sent {sent}, received {received} (exactly once: {once}), EOF seen: {eof_seen}"
+        ));
+    Ok(())
+}
+
+/// Reads records until EOF. Waits in `poll` with a time limit, so that a pipe that will
+/// never reach EOF is noticed instead of blocking for ever.
+// ANCHOR: read
+fn read_until_eof(
+    read_end: OwnedFd,
+    mut forgotten: Option<OwnedFd>,
+    timeout: Duration,
+    sent: u64,
+) -> anyhow::Result<ReaderReport> {
+    let (mut decoder, mut ledger, mut hang_detected) = (Decoder::default(), Ledger::new(), false);
+    let mut buffer = vec![0u8; 65_536];
+    let limit = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    loop {
+        let mut readable = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut readable, limit) == Ok(0) {
+            let Some(write_end) = forgotten.take() else {
+                bail!("no data and no EOF for {timeout:?}")
+            };
+            explain_the_hang(&read_end, &write_end, timeout);
+            drop(write_end); // the last write end anywhere: EOF can come
+            event("close").say("close(the forgotten write end): now EOF can come");
+            hang_detected = true;
+            continue;
+        }
+        let n = read(&read_end, &mut buffer).context("read")?;
+        if n == 0 {
+            event("eof").say("read() -> 0: EOF, no write end is open anywhere");
+            let tally = ledger.check(&[sent]); // the count was decided before the fork
+            return Ok(ReaderReport {
+                tally,
+                eof_seen: true,
+                hang_detected,
+            });
+        }
+        for found in decoder.feed(&buffer[..n]) {
+            ledger.note(&found);
+        }
+    }
+}
+// ANCHOR_END: read
+
+/// Shows, from /proc/self/fd, that the write end keeping the pipe open is the reader's own.
+fn explain_the_hang(read_end: &OwnedFd, write_end: &OwnedFd, timeout: Duration) {
+    let target = |fd: &OwnedFd| fd_target(getpid().as_raw(), fd.as_raw_fd()).unwrap_or_default();
+    let (read_fd, write_fd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+    let (read_target, write_target) = (target(read_end), target(write_end));
+    event("hang")
+        .field("timeout_s", timeout.as_secs_f64())
+        .say(format!(
+            "no data and no EOF for {timeout:?}: some write end is still open. /proc/self/fd: \
+             {read_fd} -> {read_target}, {write_fd} -> {write_target} -- it is mine, copied by \
+             fork and never closed"
+        ));
+}
+
+/// What the reading child reports to the parent.
+#[derive(Serialize, Deserialize)]
+struct ReaderReport {
+    tally: Tally,
+    eof_seen: bool,
+    hang_detected: bool,
+}
+
+/// `--timeout`: seconds, fractions allowed, from 0.1 to 60.
+fn hang_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = cli::seconds(text)?;
+    if !(0.1..=60.0).contains(&timeout.as_secs_f64()) {
+        return Err("must be between 0.1 and 60 seconds".to_owned());
+    }
+    Ok(timeout)
+}
+
+/// Send records through an anonymous pipe, from parent to child, and read them to EOF.
+///
+/// The parent writes tagged records into a pipe and closes its write end; the child, which
+/// closed its own copy, reads until EOF and proves that each record arrived exactly once.
+/// With --forget-close the child keeps its copy: EOF never comes, and the child finds why.
+#[derive(Parser)]
+#[command(after_help = "Examples:\n  pipe\n  pipe --records 50000\n  pipe --forget-close")]
+struct Args {
+    /// Records of 64 bytes to send (1-1000000).
+    #[arg(long, value_name = "K", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    records: u64,
+
+    /// The child keeps its copy of the write end open: EOF never comes. Detected, explained.
+    #[arg(long)]
+    forget_close: bool,
+
+    /// With --forget-close: how long the reader waits with neither data nor EOF before it
+    /// calls it a hang (0.1-60 s).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = hang_timeout,
+          requires = "forget_close")]
+    timeout: Duration,
+
+    /// Print the timeline as JSON Lines.
+    #[arg(long)]
+    json: bool,
+}

@@ -1,0 +1,70 @@
+//! pipe_atomic: records of at most PIPE_BUF never tear, however many writers share the pipe.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("pipe_atomic")
+}
+
+#[test]
+fn no_record_of_at_most_pipe_buf_is_torn() {
+    let events = run_json(demo(), &["--records", "110000"]);
+    let summary = summary(&events);
+    assert!(
+        summary["small_sent"].as_u64().expect("count") >= 100_000,
+        "{summary}"
+    );
+    assert_eq!(summary["small_torn"], 0, "{summary}");
+    assert_eq!(summary["small_not_exactly_once"], 0, "{summary}");
+    let received = summary["received"].as_u64().expect("received");
+    let missing = summary["missing"].as_u64().expect("missing");
+    assert_eq!(received + missing, summary["sent"].as_u64().expect("sent"));
+    assert_eq!(summary["duplicates"], 0);
+}
+
+#[test]
+fn records_larger_than_pipe_buf_are_torn_by_the_other_writers() {
+    let events = run_json(demo(), &[]);
+    let summary = summary(&events);
+    assert_eq!(summary["large_sent"], 1000, "{summary}");
+    let torn = summary["large_torn"].as_u64().expect("count");
+    assert!(
+        torn > 0,
+        "1000 writes of 17 pages, 3 other writers: {summary}"
+    );
+}
+
+#[test]
+fn the_records_are_shared_among_four_writers() {
+    let events = run_json(demo(), &["--records", "10"]);
+    assert_eq!(pids_in(&find(&events, "writers")["pids"]).len(), 4);
+    let summary = summary(&events);
+    assert_eq!(
+        summary["sent"], 12,
+        "10 rounded up to 3 records for each of 4"
+    );
+    assert_eq!(summary["received"], 12);
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("PIPE_BUF"));
+    for args in [
+        &["--records", "0"][..],
+        &["--records", "1000001"],
+        &["--atomic"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("pipe_atomic"), &[&["--records", "1000"]]);
+}

@@ -1,0 +1,61 @@
+//! pipe_bandwidth: every byte arrives, and the rates are positive and finite.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("pipe_bandwidth")
+}
+
+#[test]
+fn bandwidth_is_positive_and_finite() {
+    for produce in [false, true] {
+        let mut args = vec!["--mebibytes", "4"];
+        args.extend(produce.then_some("--produce"));
+        let events = run_json(demo(), &args);
+        let summary = summary(&events);
+        assert_eq!(summary["produce"], produce);
+        assert_eq!(summary["bytes"], 4 << 20); // checked by the demo: all of it arrived
+        let rows = summary["rows"].as_array().expect("rows").clone();
+        assert!(!rows.is_empty());
+        for row in rows {
+            let rate = row["mb_per_s"].as_f64().expect("a rate");
+            assert!(rate.is_finite() && rate > 0.0, "{row}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_in_the_middle_leaves_no_process() {
+    let mut demo = Running::start(
+        cargo_bin!("pipe_bandwidth"),
+        &["--mebibytes", "4096", "--chunk", "1"],
+    );
+    demo.wait_for("method");
+    let writers = demo.wait_for_children();
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &writers);
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--produce"));
+    for args in [
+        &["--chunk", "0"][..],
+        &["--mebibytes", "5000"],
+        &["--bandwidth"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("pipe_bandwidth"), &[&["--mebibytes", "1"]]);
+}
