@@ -30,11 +30,8 @@
 //! self-test or client saw a wrong or missing reply); 2 (bad usage); after Ctrl-C or
 //! SIGTERM the server dies by that signal once everything is cleaned up.
 
-#[path = "prefork/client.rs"]
 mod client;
-#[path = "prefork/scoreboard.rs"]
 mod scoreboard;
-#[path = "prefork/worker.rs"]
 mod worker;
 
 use std::collections::VecDeque;
