@@ -36,6 +36,10 @@ mod client;
 mod scoreboard;
 #[path = "prefork/worker.rs"]
 mod worker;
+// Until prefork uses the whole supervisor (its own split, issue 14).
+#[allow(dead_code)]
+#[path = "patterns/supervisor.rs"]
+mod supervisor;
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, TcpListener};
@@ -54,13 +58,14 @@ use nix::sys::socket::{
 use nix::sys::time::{TimeVal, TimeValLike};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
-use proclab::child::{self, ResultReader, StartBackoff, ending};
+use proclab::child::{self, ResultReader, ending};
 use proclab::narrate::event;
 use proclab::{cli, narrate, signals};
 use serde::Serialize;
 
 use client::{Load, Report};
 use scoreboard::Scoreboard;
+use supervisor::StartBackoff;
 use worker::Source;
 
 /// A TCP server on 127.0.0.1 with pre-forked workers, a shared scoreboard, respawn,
