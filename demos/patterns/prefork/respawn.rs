@@ -13,11 +13,12 @@ use anyhow::Context;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use proclab::child::{StartBackoff, ending};
+use proclab::child::ending;
 use proclab::narrate::event;
 use proclab::signals;
 
 use crate::Master;
+use crate::supervisor::StartBackoff;
 
 /// A slot whose worker dies this many times in a row before it is ready: the master gives
 /// up rather than fork a storm of doomed workers.

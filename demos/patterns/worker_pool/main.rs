@@ -29,6 +29,9 @@
 //! Exit status: 0, 1 (runtime error, or workers that keep crashing at start: the pool
 //! gives up), 2 (bad usage); after Ctrl-C or SIGTERM the demo dies by that signal.
 
+#[path = "../supervisor.rs"]
+mod supervisor;
+
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -40,16 +43,16 @@ use clap::{Parser, ValueEnum};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid, pipe2};
-use proclab::child::{Ending, StartBackoff, ending};
+use nix::unistd::{Pid, pipe2};
+use proclab::child::{Ending, ending};
 use proclab::fdio::{read_exact, write_all, write_message};
 use proclab::inspect::running;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
 use proclab::shm::{SharedArray, load, store};
-use proclab::{child, cli, narrate, signals};
+use proclab::{cli, narrate, signals};
 use serde::Serialize;
+use supervisor::{Reaped, Supervised, Supervisor};
 
 /// A master forks workers, hands them tasks, and proves every task was done exactly once.
 ///
@@ -170,7 +173,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    signals::catch(Signal::SIGCHLD)?; // a dead worker wakes the master's poll
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, |n| n.get().min(64) as u32)
     });
@@ -224,6 +226,12 @@ struct Worker {
     killed: Option<Killed>,
 }
 
+impl Supervised for Worker {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
 /// Why the master killed a worker.
 #[derive(Clone, Copy, PartialEq)]
 enum Killed {
@@ -264,7 +272,7 @@ struct Master<'a> {
     args: &'a Args,
     shared: &'a Shared<'a>,
     distribution: Distribution,
-    slots: Vec<Option<Worker>>,
+    pool: Supervisor<Worker>,
     /// Dynamic: one queue, queues[0]. Static: one queue per slot.
     queues: Vec<VecDeque<u64>>,
     results_read: OwnedFd,
@@ -279,13 +287,10 @@ struct Master<'a> {
     respawns: u64,
     heartbeats: u64,
     silences: u64,
-    sigchld_seen: u64,
     next_serial: u32,
     serial_slot: Vec<usize>,
     per_worker: Vec<u64>,
     served: Vec<Served>,
-    backoff: StartBackoff,
-    respawn_at: Vec<Option<Instant>>,
     stopping: bool,
 }
 
@@ -315,7 +320,7 @@ fn pool(
         args,
         shared,
         distribution,
-        slots: (0..slots).map(|_| None).collect(),
+        pool: Supervisor::new(slots, GIVE_UP_AFTER)?,
         queues,
         results_read,
         results_write,
@@ -329,13 +334,10 @@ fn pool(
         respawns: 0,
         heartbeats: 0,
         silences: 0,
-        sigchld_seen: signals::count(Signal::SIGCHLD),
         next_serial: 0,
         serial_slot: Vec::new(),
         per_worker: vec![0; slots],
         served: Vec::new(),
-        backoff: StartBackoff::new(slots, GIVE_UP_AFTER),
-        respawn_at: vec![None; slots],
         stopping: false,
     };
     let start = Instant::now();
@@ -352,6 +354,7 @@ fn pool(
     let seconds = start.elapsed().as_secs_f64();
     let result = result.and_then(|()| master.settle());
     let alive_at_end = master
+        .pool
         .slots
         .iter()
         .flatten()
@@ -375,7 +378,7 @@ impl Master<'_> {
     /// The master's loop: reap, respawn, hand out, collect — until every task is accounted
     /// for, or a stop signal's grace runs out.
     fn supervise(&mut self) -> anyhow::Result<()> {
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.pool.slots.len() {
             self.spawn(slot)?;
         }
         let mut next_kill = self
@@ -388,7 +391,12 @@ impl Master<'_> {
                 && grace_ends.is_none()
             {
                 self.stopping = true;
-                let held = self.slots.iter().flatten().filter(|w| w.held.is_some());
+                let held = self
+                    .pool
+                    .slots
+                    .iter()
+                    .flatten()
+                    .filter(|w| w.held.is_some());
                 event("stopping")
                     .field("signal", stop.as_str())
                     .field("running_tasks", held.count())
@@ -398,10 +406,10 @@ impl Master<'_> {
                         self.args.grace.as_secs_f64()
                     ));
                 grace_ends = Some(Instant::now() + self.args.grace);
-                self.respawn_at.iter_mut().for_each(|at| *at = None); // no new workers
+                self.pool.cancel_respawns(); // no new workers
             }
             if self.stopping {
-                let busy = self.slots.iter().flatten().any(|w| w.held.is_some());
+                let busy = self.pool.slots.iter().flatten().any(|w| w.held.is_some());
                 if !busy || grace_ends.is_some_and(|end| Instant::now() >= end) {
                     return Ok(());
                 }
@@ -435,33 +443,22 @@ impl Master<'_> {
     fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
         let (task_read, task_write) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
         let serial = self.next_serial;
-        let master = getpid();
-        // The other workers' task pipes: the new worker must not hold them open.
-        // Nor the master's end of the result pipe.
+        // The new worker must not hold open the master's ends of the pipes: the other
+        // workers' task pipes, its own task pipe's write end, the result pipe's read end.
         let mut others: Vec<i32> = self
-            .slots
-            .iter()
-            .flatten()
+            .pool
+            .workers()
             .map(|w| w.task_pipe.as_raw_fd())
             .collect();
-        others.push(self.results_read.as_raw_fd());
-        // Ctrl-C stays pending until the child has blocked it too (it inherits the mask):
-        // a worker must never die of the group's SIGINT, even right after fork.
-        signals::set_blocked(Signal::SIGINT, true)?;
-        signals::set_blocked(Signal::SIGTERM, true)?;
-        // SAFETY: single-threaded here; the child runs the worker loop and calls _exit.
-        let forked = unsafe { fork() };
-        if !matches!(forked, Ok(ForkResult::Child)) {
-            signals::set_blocked(Signal::SIGINT, false)?;
-            signals::set_blocked(Signal::SIGTERM, false)?;
-        }
-        match forked.context("fork")? {
-            ForkResult::Child => child::run_then_exit(master, || {
-                narrate::set_role("worker");
+        others.extend([task_write.as_raw_fd(), self.results_read.as_raw_fd()]);
+        // A worker must never die of the group's SIGINT, even right after fork.
+        // SAFETY: single-threaded here; the child closes the descriptors that are not its
+        // own, runs the worker loop (which allocates) and calls _exit.
+        let pid = unsafe {
+            supervisor::fork_worker(slot, &[Signal::SIGINT, Signal::SIGTERM], || {
                 for fd in others {
                     let _ = nix::unistd::close(fd);
                 }
-                drop(task_write);
                 work(
                     self.args,
                     serial,
@@ -469,41 +466,35 @@ impl Master<'_> {
                     &self.results_write,
                     self.shared,
                 )
-            }),
-            ForkResult::Parent { child } => {
-                drop(task_read);
-                let now = Instant::now();
-                self.slots[slot] = Some(Worker {
-                    serial,
-                    pid: child,
-                    task_pipe: task_write,
-                    started: now,
-                    held: None,
-                    done: 0,
-                    last_heard: now,
-                    silent: false,
-                    killed: None,
-                });
-                self.next_serial += 1;
-                self.serial_slot.push(slot);
-                event("spawn")
-                    .field("slot", slot)
-                    .field("worker", child.as_raw())
-                    .say(format!("fork() -> worker {child} in slot {slot}"));
-                Ok(())
-            }
-        }
+            })
+        }?;
+        drop(task_read);
+        let now = Instant::now();
+        self.pool.slots[slot] = Some(Worker {
+            serial,
+            pid,
+            task_pipe: task_write,
+            started: now,
+            held: None,
+            done: 0,
+            last_heard: now,
+            silent: false,
+            killed: None,
+        });
+        self.next_serial += 1;
+        self.serial_slot.push(slot);
+        Ok(())
     }
     // ANCHOR_END: spawn
 
     /// Gives each idle worker its next task, one at a time: a worker holds at most one.
     fn hand_out(&mut self) -> anyhow::Result<()> {
-        for slot in 0..self.slots.len() {
+        for slot in 0..self.pool.slots.len() {
             let queue = match self.distribution {
                 Distribution::Dynamic => 0,
                 Distribution::Static => slot,
             };
-            let Some(worker) = self.slots[slot].as_mut() else {
+            let Some(worker) = self.pool.slots[slot].as_mut() else {
                 continue;
             };
             if worker.held.is_some() {
@@ -545,7 +536,9 @@ impl Master<'_> {
                 let Some(&slot) = self.serial_slot.get(writer as usize) else {
                     bail!("a result from worker #{writer}, which was never started");
                 };
-                let current = self.slots[slot].as_mut().filter(|w| w.serial == writer);
+                let current = self.pool.slots[slot]
+                    .as_mut()
+                    .filter(|w| w.serial == writer);
                 if task == HEARTBEAT {
                     self.heartbeats += 1;
                     if let Some(worker) = current {
@@ -580,39 +573,21 @@ impl Master<'_> {
     /// Reaps every worker that has ended (waitpid(-1, WNOHANG) until none is left, as
     /// SIGCHLD signals merge), re-queues the task it held and schedules a replacement.
     fn reap(&mut self) -> anyhow::Result<()> {
-        // Nothing to do unless a SIGCHLD came since the last look. (Read the count before
-        // the loop: a child that dies during it leaves the count changed for next time.)
-        let sigchld = signals::count(Signal::SIGCHLD);
-        if sigchld == self.sigchld_seen {
-            return Ok(());
+        if !self.pool.sigchld_came() {
+            return Ok(()); // no worker can have ended since the last look
         }
-        let result = self.reap_ended();
-        if result.is_ok() {
-            self.sigchld_seen = sigchld; // after an error, the next call looks again
-        }
-        result
+        self.reap_ended()
     }
 
     fn reap_ended(&mut self) -> anyhow::Result<()> {
-        loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(error) => return Err(error).context("waitpid(-1, WNOHANG)"),
-                Ok(status) => status,
-            };
-            let Some(pid) = status.pid() else { continue };
-            let Some(slot) = self
-                .slots
-                .iter()
-                .position(|w| w.as_ref().is_some_and(|w| w.pid == pid))
-            else {
-                continue;
-            };
+        while let Some(Reaped { pid, slot, status }) = self.pool.reap_one()? {
+            let Some(slot) = slot else { continue };
             // Its last results are in the pipe already: read them before deciding what
             // it still held.
             self.collect()?;
-            let worker = self.slots[slot].take().expect("the slot was found above");
+            let worker = self.pool.slots[slot]
+                .take()
+                .expect("the slot was found above");
             let ended = ending(&status);
             event("reaped")
                 .field("slot", slot)
@@ -647,6 +622,7 @@ impl Master<'_> {
             }
             self.schedule_respawn(slot, crashed_at_start)?;
         }
+        Ok(())
     }
     // ANCHOR_END: reap
 
@@ -686,13 +662,12 @@ impl Master<'_> {
         let delay = if crashed_at_start {
             let last = self.served.last().map(|s| s.ending.status.clone());
             let last = last.unwrap_or_else(|| "?".into());
-            self.backoff
-                .failed(slot, "died right after its start", &last)?
+            (self.pool.backoff).failed(slot, "died right after its start", &last)?
         } else {
-            self.backoff.started(slot);
+            self.pool.backoff.started(slot);
             Duration::ZERO
         };
-        self.respawn_at[slot] = Some(Instant::now() + delay);
+        self.pool.respawn_after(slot, delay);
         Ok(())
     }
     // ANCHOR_END: backoff
@@ -705,8 +680,9 @@ impl Master<'_> {
         while Instant::now() < deadline && signals::stop_requested().is_none() {
             self.reap()?;
             self.respawn_due()?;
-            let whole = self.respawn_at.iter().all(Option::is_none)
+            let whole = self.pool.next_respawn().is_none()
                 && self
+                    .pool
                     .slots
                     .iter()
                     .all(|w| w.as_ref().is_some_and(|w| running(w.pid.as_raw())));
@@ -721,11 +697,11 @@ impl Master<'_> {
     /// How long the loop may wait for results: 20 ms at most, less if a timeout, a
     /// respawn or one of `deadlines` comes sooner, so that none fires late.
     fn next_wait(&self, deadlines: [Option<Instant>; 2]) -> Duration {
-        let timeouts = self.slots.iter().flatten().filter_map(|worker| {
+        let timeouts = self.pool.slots.iter().flatten().filter_map(|worker| {
             let (_, since) = worker.held?;
             Some(since + self.args.timeout?)
         });
-        let respawns = self.respawn_at.iter().flatten().copied();
+        let respawns = self.pool.next_respawn();
         let now = Instant::now();
         timeouts
             .chain(respawns)
@@ -735,12 +711,9 @@ impl Master<'_> {
     }
 
     fn respawn_due(&mut self) -> anyhow::Result<()> {
-        for slot in 0..self.slots.len() {
-            if self.respawn_at[slot].is_some_and(|at| Instant::now() >= at) {
-                self.respawn_at[slot] = None;
-                self.respawns += 1;
-                self.spawn(slot)?;
-            }
+        while let Some(slot) = self.pool.due() {
+            self.respawns += 1;
+            self.spawn(slot)?;
         }
         Ok(())
     }
@@ -750,7 +723,7 @@ impl Master<'_> {
     /// silent (stuck, or stopped: kill -STOP). --timeout: a worker that has held one task
     /// too long is killed; the reaper then re-queues the task or reports it failed.
     fn watch(&mut self) {
-        for worker in self.slots.iter_mut().flatten() {
+        for worker in self.pool.slots.iter_mut().flatten() {
             if let Some((task, _)) = worker.held
                 && !worker.silent
                 && worker.last_heard.elapsed() > SILENT_AFTER
@@ -769,7 +742,7 @@ impl Master<'_> {
         let Some(limit) = self.args.timeout else {
             return;
         };
-        for worker in self.slots.iter_mut().flatten() {
+        for worker in self.pool.slots.iter_mut().flatten() {
             if let Some((task, since)) = worker.held
                 && since.elapsed() > limit
                 && worker.killed.is_none()
@@ -790,6 +763,7 @@ impl Master<'_> {
 
     fn kill_random_worker(&mut self) {
         let mut alive: Vec<&mut Worker> = self
+            .pool
             .slots
             .iter_mut()
             .flatten()
@@ -812,10 +786,10 @@ impl Master<'_> {
     /// signal's grace ran out are killed first.
     fn shut_down(&mut self) -> anyhow::Result<()> {
         self.stopping = true;
-        self.respawn_at.iter_mut().for_each(|at| *at = None);
+        self.pool.cancel_respawns();
         self.reap_ended()?; // workers already dead get no stop message and no SIGKILL
         let (mut stopped, mut killed) = (Vec::new(), Vec::new());
-        for worker in self.slots.iter().flatten() {
+        for worker in self.pool.slots.iter().flatten() {
             if worker.held.is_some() {
                 let _ = kill(worker.pid, Signal::SIGKILL); // the grace is over
                 killed.push(worker.pid.as_raw());
@@ -838,11 +812,11 @@ impl Master<'_> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             self.reap()?;
-            if self.slots.iter().all(Option::is_none) {
+            if self.pool.slots.iter().all(Option::is_none) {
                 break;
             }
             if Instant::now() >= deadline {
-                for worker in self.slots.iter().flatten() {
+                for worker in self.pool.slots.iter().flatten() {
                     let _ = kill(worker.pid, Signal::SIGKILL);
                 }
             }
