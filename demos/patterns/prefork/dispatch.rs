@@ -62,7 +62,9 @@ impl Master<'_> {
             };
             let mut passed = false;
             for slot in self.candidates() {
-                let channel = self.slots[slot].as_ref().and_then(|w| w.channel.as_ref());
+                let channel = self.supervisor.slots[slot]
+                    .as_ref()
+                    .and_then(|w| w.channel.as_ref());
                 let Some(channel) = channel else { continue };
                 self.board.add_active(slot, 1); // before the worker can count it done
                 if pass_connection(channel, &connection).is_ok() {
@@ -79,7 +81,7 @@ impl Master<'_> {
     /// The ready workers, in the order the dispatch mode prefers them: by turn from
     /// round-robin's next slot; least-loaded sorts that by connections held.
     fn candidates(&self) -> Vec<usize> {
-        let slots = self.slots.len();
+        let slots = self.supervisor.slots.len();
         let mut order: Vec<usize> = (0..slots)
             .map(|i| (self.handoff.turn + i) % slots)
             .filter(|&slot| self.ready(slot))
@@ -96,7 +98,7 @@ impl Master<'_> {
     pub fn accepting(&self) -> bool {
         self.server.dispatch != Dispatch::SharedAccept
             && self.stop.is_none()
-            && (0..self.slots.len()).any(|slot| self.ready(slot))
+            && (0..self.supervisor.slots.len()).any(|slot| self.ready(slot))
     }
 }
 

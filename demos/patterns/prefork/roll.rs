@@ -43,10 +43,10 @@ impl Master<'_> {
         let hangups = signals::count(Signal::SIGHUP);
         if hangups > self.roll.hangups_seen && self.stop.is_none() {
             self.roll.hangups_seen = hangups;
-            self.roll.pending = (0..self.slots.len()).collect();
+            self.roll.pending = (0..self.supervisor.slots.len()).collect();
             event("roll").say(format!(
                 "SIGHUP: replacing the {} workers one at a time",
-                self.slots.len()
+                self.supervisor.slots.len()
             ));
         }
     }
@@ -66,7 +66,7 @@ impl Master<'_> {
             return;
         };
         let dispatch = self.server.dispatch;
-        let Some(worker) = self.slots[slot].as_mut() else {
+        let Some(worker) = self.supervisor.slots[slot].as_mut() else {
             return; // no worker now: the next one forked will be new anyway
         };
         worker.retiring = true;

@@ -19,7 +19,8 @@ use proclab::narrate::{self, event};
 use proclab::signals;
 
 use crate::client::{self, Report};
-use crate::{Master, close_all, stop::stops_so_far};
+use crate::master::close_all;
+use crate::{Master, stop::stops_so_far};
 
 /// The self-test's client while it runs, and its report once it has sent it.
 #[derive(Default)]
@@ -56,7 +57,9 @@ impl Master<'_> {
     /// Once every worker is ready, the first time: counts the master's descriptors, starts
     /// the clock of --seconds, and with --self-test forks the client.
     pub fn once_all_ready(&mut self) -> anyhow::Result<()> {
-        if self.fds_after_start.is_some() || !(0..self.slots.len()).all(|slot| self.ready(slot)) {
+        if self.fds_after_start.is_some()
+            || !(0..self.supervisor.slots.len()).all(|slot| self.ready(slot))
+        {
             return Ok(());
         }
         self.fds_after_start = Some(count_fds());

@@ -61,8 +61,8 @@ impl Master<'_> {
     // ANCHOR: stop
     /// Stops accepting, and lets every worker finish what it holds, then leave.
     pub fn begin_stop(&mut self, reason: String, signals_at_start: u64) {
-        let in_flight = (0..self.slots.len())
-            .filter(|&slot| self.slots[slot].is_some())
+        let in_flight = (0..self.supervisor.slots.len())
+            .filter(|&slot| self.supervisor.slots[slot].is_some())
             .map(|slot| self.board.active(slot))
             .sum();
         let fds_before = crate::self_test::count_fds();
@@ -73,11 +73,11 @@ impl Master<'_> {
         if let Some(listener) = self.listener.take() {
             let _ = shutdown(listener.as_raw_fd(), Shutdown::Both);
         }
-        for worker in self.slots.iter_mut().flatten() {
+        for worker in self.supervisor.slots.iter_mut().flatten() {
             worker.channel = None; // end-of-file after the connections already passed
         }
         self.self_test.cut_short(); // the self-test's load, if any, is cut short
-        self.respawn.cancel();
+        self.supervisor.cancel_respawns();
         self.roll.cancel();
         let grace = self.server.grace;
         event("stopping")
@@ -104,7 +104,7 @@ impl Master<'_> {
     pub fn kill_all(&mut self, why: &str) {
         let mut killed = Vec::new();
         let mut cut_off = 0;
-        for (slot, worker) in self.slots.iter().enumerate() {
+        for (slot, worker) in self.supervisor.slots.iter().enumerate() {
             if let Some(worker) = worker {
                 let _ = kill(worker.pid, Signal::SIGKILL);
                 killed.push(worker.pid.as_raw());

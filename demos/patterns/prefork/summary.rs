@@ -70,7 +70,7 @@ impl Master<'_> {
              replaced by SIGHUP); shutdown {shutdown} ({}), {} in flight, {} cut off\n  \
              slot  served  processes  last pid\n",
             history.spawns,
-            self.slots.len(),
+            self.supervisor.slots.len(),
             history.respawns,
             history.rolled,
             stop.reason,
@@ -98,7 +98,7 @@ impl Master<'_> {
             );
         }
         event("summary")
-            .field("workers", self.slots.len())
+            .field("workers", self.supervisor.slots.len())
             .field("dispatch", self.server.dispatch)
             .field("port", self.port)
             .field("served", served)
