@@ -25,7 +25,7 @@ use crate::options::{ClientArgs, Load};
 /// every request got exactly one reply, its own.
 pub fn main(client: &ClientArgs) -> ExitCode {
     narrate::init(client.json, "client");
-    let report = run(&client.load, client.port, true);
+    let report = run(&client.load, client.port, AccountAs::Summary);
     cli::exit_code(check(&report))
 }
 
@@ -42,47 +42,10 @@ pub fn check(report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The client's account: the JSON fields of its summary.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Report {
-    pub requests: u64,
-    /// Requests answered by exactly one reply carrying their tag.
-    pub ok: u64,
-    /// Failed attempts (each retried): refused, reset, closed without a reply.
-    pub errors: u64,
-    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
-    pub refused: u64,
-    /// Replies with another request's tag, or more than one reply.
-    pub mismatched: u64,
-    /// Requests still unanswered after every retry.
-    pub failed: u64,
-    pub seconds: f64,
-    /// Answered requests per second.
-    pub rps: f64,
-    /// Latency of answered requests, from the first attempt to the reply.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Replies per worker slot, as the replies named it.
-    pub per_worker: Vec<u64>,
-}
-
-/// One thread's results.
-#[derive(Default)]
-struct ThreadResults {
-    ok: u64,
-    errors: u64,
-    refused: u64,
-    mismatched: u64,
-    failed: u64,
-    latencies_ms: Vec<f64>,
-    per_worker: Vec<u64>,
-}
-
 // ANCHOR: load
-/// Sends the load to 127.0.0.1:`port` and reports it; `last` says whether its account is
-/// the run's summary (the `client` subcommand) or a `load` event (--self-test, where the
-/// server's summary comes last).
-pub fn run(load: &Load, port: u16, last: bool) -> Report {
+/// Sends the load to 127.0.0.1:`port` and reports it, as the run's `summary` or as a
+/// `load_done` event.
+pub fn run(load: &Load, port: u16, account_as: AccountAs) -> Report {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let connections = load.connections.min(load.requests); // no more threads than requests
     event("load")
@@ -108,10 +71,13 @@ pub fn run(load: &Load, port: u16, last: bool) -> Report {
     });
     let seconds = started.elapsed().as_secs_f64();
     let report = account(load, results_per_thread, seconds);
+    let (name, label) = match account_as {
+        AccountAs::Summary => ("summary", "summary"),
+        AccountAs::LoadDone => ("load_done", "load done"),
+    };
     let text = format!(
-        "{}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
+        "{label}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
          {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
-        if last { "summary" } else { "load done" },
         report.requests,
         report.ok,
         report.errors,
@@ -123,9 +89,7 @@ pub fn run(load: &Load, port: u16, last: bool) -> Report {
         report.p99_ms,
         report.per_worker
     );
-    event(if last { "summary" } else { "load_done" })
-        .fields(&report)
-        .say(text);
+    event(name).fields(&report).say(text);
     report
 }
 
@@ -238,4 +202,47 @@ fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64) ->
         report.p99_ms = round(quantile(&latencies, 0.99));
     }
     report
+}
+
+/// Where the client's account goes: the run's summary (`prefork client`), or a
+/// `load_done` event (--self-test: the server's summary comes last).
+pub enum AccountAs {
+    Summary,
+    LoadDone,
+}
+
+/// The client's account: the JSON fields of its summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub requests: u64,
+    /// Requests answered by exactly one reply carrying their tag.
+    pub ok: u64,
+    /// Failed attempts (each retried): refused, reset, closed without a reply.
+    pub errors: u64,
+    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
+    pub refused: u64,
+    /// Replies with another request's tag, or more than one reply.
+    pub mismatched: u64,
+    /// Requests still unanswered after every retry.
+    pub failed: u64,
+    pub seconds: f64,
+    /// Answered requests per second.
+    pub rps: f64,
+    /// Latency of answered requests, from the first attempt to the reply.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Replies per worker slot, as the replies named it.
+    pub per_worker: Vec<u64>,
+}
+
+/// One thread's results.
+#[derive(Default)]
+struct ThreadResults {
+    ok: u64,
+    errors: u64,
+    refused: u64,
+    mismatched: u64,
+    failed: u64,
+    latencies_ms: Vec<f64>,
+    per_worker: Vec<u64>,
 }

@@ -1,5 +1,4 @@
-//! master — what the prefork master keeps: its listening socket, its slots, and the state
-//! of each concern.
+//! master — what the prefork master keeps: the listening socket, the slots, each concern's.
 //!
 //! Demonstrates: the master makes everything its workers share before the first fork —
 //! the listening socket, the scoreboard's shared mapping, the signal handlers — and

@@ -18,7 +18,7 @@ use proclab::child::{self, ResultReader, ending};
 use proclab::narrate::{self, event};
 use proclab::signals;
 
-use crate::client::{self, Report};
+use crate::client::{self, AccountAs, Report};
 use crate::master::close_all;
 use crate::{Master, stop::stops_so_far};
 
@@ -74,12 +74,13 @@ impl Master<'_> {
         not_mine.push(reader.as_fd().as_raw_fd());
         let (master, port, load) = (getpid(), self.port, &self.server.load);
         // SAFETY: single-threaded here (the client starts its threads after the fork);
-        // the child sends its report and calls _exit.
+        // the child closes the master's descriptors, runs the load client (threads that
+        // allocate), sends its report and calls _exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(master, || {
                 narrate::set_role("client");
                 close_all(&not_mine);
-                writer.send(&client::run(load, port, false))?;
+                writer.send(&client::run(load, port, AccountAs::LoadDone))?;
                 Ok(0)
             }),
             ForkResult::Parent { child } => {

@@ -23,9 +23,7 @@ use proclab::signals;
 use crate::dispatch::receive_connection;
 use crate::scoreboard::{self, Scoreboard};
 
-/// How often an idle worker wakes up to beat its heartbeat (SO_RCVTIMEO).
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
-
+// ANCHOR: work
 /// In the new worker: its connections come from its own end of a Unix socket to the
 /// master (`channel`: the master's end, which it closes, and its own), or else from the
 /// shared `listener`; none of either: the server is stopping.
@@ -46,21 +44,6 @@ pub fn start(
     }
 }
 
-/// Where a worker's connections come from.
-enum Source<'a> {
-    /// The listening socket itself, shared by every worker.
-    Listener(&'a OwnedFd),
-    /// The worker's end of its Unix socket to the master.
-    Channel(&'a OwnedFd),
-}
-
-/// A request line may be at most this long.
-const MAX_LINE: usize = 1024;
-/// A client has this long to send its whole request line, however it trickles it: a
-/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-
-// ANCHOR: work
 /// The worker's life: get ready, then take connections until told to leave — the
 /// listening socket shut down or the master's end of the channel closed (the server is
 /// stopping or replacing this worker), or SIGTERM.
@@ -178,3 +161,20 @@ fn answer(request: &str, slot: usize, board: &Scoreboard) -> String {
 pub fn heartbeat() -> TimeVal {
     TimeVal::milliseconds(HEARTBEAT_EVERY.as_millis() as i64)
 }
+
+/// Where a worker's connections come from.
+enum Source<'a> {
+    /// The listening socket itself, shared by every worker.
+    Listener(&'a OwnedFd),
+    /// The worker's end of its Unix socket to the master.
+    Channel(&'a OwnedFd),
+}
+
+/// How often an idle worker wakes up to beat its heartbeat (SO_RCVTIMEO).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// A request line may be at most this long.
+const MAX_LINE: usize = 1024;
+/// A client has this long to send its whole request line, however it trickles it: a
+/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
