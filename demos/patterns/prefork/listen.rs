@@ -44,8 +44,8 @@ pub fn listen_on(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)
     .context("setsockopt(SO_REUSEADDR)")?;
     bind_loopback(&listener, port)?;
     listen(
-        &listener,          // from now on a listening socket: it only accepts
-        Backlog::new(128)?, // connections the kernel completes before accept() takes them
+        &listener,          // the socket: from now on the kernel queues connections for it
+        Backlog::new(128)?, // at most 128 complete ones waiting for accept() (as std's)
     )
     .context("listen")?;
     let port = local_port(&listener)?; // --port 0: the one the kernel chose
@@ -59,6 +59,7 @@ pub fn listen_on(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)
 }
 // ANCHOR_END: listen
 
+// ANCHOR: bind
 /// `bind(listener, 127.0.0.1:port)`. The address is a `sockaddr_in`, written out: its
 /// numbers in network byte order (big-endian), as the kernel expects them.
 fn bind_loopback(listener: &OwnedFd, port: u16) -> anyhow::Result<()> {
@@ -87,6 +88,7 @@ fn bind_loopback(listener: &OwnedFd, port: u16) -> anyhow::Result<()> {
         Err(error) => Err(error).context(format!("bind 127.0.0.1:{port}")),
     }
 }
+// ANCHOR_END: bind
 
 /// The port the socket is bound to, from `getsockname(2)`.
 fn local_port(listener: &OwnedFd) -> anyhow::Result<u16> {

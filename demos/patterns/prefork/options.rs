@@ -31,6 +31,7 @@ pub fn require_self_test_for_load(server: &Server) {
     }
 }
 
+// ANCHOR: dispatch_modes
 #[derive(Clone, Copy, PartialEq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dispatch {
@@ -41,6 +42,7 @@ pub enum Dispatch {
     /// The master accepts and passes each connection to the worker with the fewest.
     LeastLoaded,
 }
+// ANCHOR_END: dispatch_modes
 
 impl Dispatch {
     pub fn name(self) -> &'static str {

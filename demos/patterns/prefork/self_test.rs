@@ -54,6 +54,7 @@ impl SelfTest {
 }
 
 impl Master<'_> {
+    // ANCHOR: self_test
     /// Once every worker is ready, the first time: counts the master's descriptors, starts
     /// the clock of --seconds, and with --self-test forks the client.
     pub fn once_all_ready(&mut self) -> anyhow::Result<()> {
@@ -90,6 +91,7 @@ impl Master<'_> {
             }
         }
     }
+    // ANCHOR_END: self_test
 
     /// The client has been reaped: take its report, and stop.
     pub fn client_done(&mut self, status: &WaitStatus) {

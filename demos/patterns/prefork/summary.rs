@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::Master;
 use crate::client::check;
 
+// ANCHOR: history
 /// Every fork of the run, and what each slot's processes did.
 pub struct History {
     pub slots: Vec<SlotHistory>,
@@ -24,6 +25,7 @@ pub struct History {
     pub rolled: u64,
     pub start_failures: u64,
 }
+// ANCHOR_END: history
 
 /// What a slot's processes did, all of them.
 #[derive(Clone, Default, Serialize)]
