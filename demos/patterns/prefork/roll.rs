@@ -17,26 +17,6 @@ use proclab::signals;
 use crate::Master;
 use crate::options::Dispatch;
 
-/// A rolling restart: the slots still to replace, and the one being replaced.
-#[derive(Default)]
-pub struct Roll {
-    pending: VecDeque<usize>,
-    current: Option<usize>,
-    hangups_seen: u64,
-}
-
-impl Roll {
-    /// True while a rolling restart is under way.
-    pub fn under_way(&self) -> bool {
-        self.current.is_some() || !self.pending.is_empty()
-    }
-
-    /// Replaces no more workers: the master is stopping.
-    pub fn cancel(&mut self) {
-        self.pending.clear();
-    }
-}
-
 impl Master<'_> {
     /// SIGHUP, unless the server is stopping: replace every worker, from slot 0.
     pub fn follow_hangups(&mut self) {
@@ -90,4 +70,24 @@ impl Master<'_> {
         self.roll.current = Some(slot);
     }
     // ANCHOR_END: roll
+}
+
+/// A rolling restart: the slots still to replace, and the one being replaced.
+#[derive(Default)]
+pub struct Roll {
+    pending: VecDeque<usize>,
+    current: Option<usize>,
+    hangups_seen: u64,
+}
+
+impl Roll {
+    /// True while a rolling restart is under way.
+    pub fn under_way(&self) -> bool {
+        self.current.is_some() || !self.pending.is_empty()
+    }
+
+    /// Replaces no more workers: the master is stopping.
+    pub fn cancel(&mut self) {
+        self.pending.clear();
+    }
 }

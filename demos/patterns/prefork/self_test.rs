@@ -22,37 +22,6 @@ use crate::client::{self, AccountAs, Report};
 use crate::master::close_all;
 use crate::{Master, stop::stops_so_far};
 
-/// The self-test's client while it runs, and its report once it has sent it.
-#[derive(Default)]
-pub struct SelfTest {
-    client: Option<(Pid, ResultReader)>,
-    pub report: Option<Report>,
-}
-
-impl SelfTest {
-    pub fn running(&self) -> bool {
-        self.client.is_some()
-    }
-
-    pub fn is_client(&self, pid: Pid) -> bool {
-        self.client
-            .as_ref()
-            .is_some_and(|(client, _)| *client == pid)
-    }
-
-    /// The pipe the client's report comes through: no worker may hold it.
-    pub fn result_pipe(&self) -> Option<BorrowedFd<'_>> {
-        self.client.as_ref().map(|(_, reader)| reader.as_fd())
-    }
-
-    /// The server is stopping: SIGTERM to the client, whose load is cut short.
-    pub fn cut_short(&self) {
-        if let Some((client, _)) = &self.client {
-            let _ = kill(*client, Signal::SIGTERM);
-        }
-    }
-}
-
 impl Master<'_> {
     // ANCHOR: self_test
     /// Once every worker is ready, the first time: counts the master's descriptors, starts
@@ -116,4 +85,35 @@ impl Master<'_> {
 /// one that reading the directory opens).
 pub fn count_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count().saturating_sub(1))
+}
+
+/// The self-test's client while it runs, and its report once it has sent it.
+#[derive(Default)]
+pub struct SelfTest {
+    client: Option<(Pid, ResultReader)>,
+    pub report: Option<Report>,
+}
+
+impl SelfTest {
+    pub fn running(&self) -> bool {
+        self.client.is_some()
+    }
+
+    pub fn is_client(&self, pid: Pid) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|(client, _)| *client == pid)
+    }
+
+    /// The pipe the client's report comes through: no worker may hold it.
+    pub fn result_pipe(&self) -> Option<BorrowedFd<'_>> {
+        self.client.as_ref().map(|(_, reader)| reader.as_fd())
+    }
+
+    /// The server is stopping: SIGTERM to the client, whose load is cut short.
+    pub fn cut_short(&self) {
+        if let Some((client, _)) = &self.client {
+            let _ = kill(*client, Signal::SIGTERM);
+        }
+    }
 }

@@ -18,20 +18,6 @@ use proclab::signals;
 
 use crate::Master;
 
-/// A stop under way.
-pub struct Stop {
-    pub reason: String,
-    pub grace_ends: Instant,
-    pub in_flight: u64,
-    /// Stop signals already counted when it began: one more means "now".
-    signals_at_start: u64,
-    /// The remaining workers were sent SIGKILL.
-    pub killed: bool,
-    /// Connections they still held then: a stop is "forced" if it cut any off.
-    pub cut_off: u64,
-    pub fds_before: usize,
-}
-
 impl Master<'_> {
     // ANCHOR: signals
     /// SIGTERM or Ctrl-C: a graceful stop; one more: stop now. (SIGHUP: see roll.rs.)
@@ -128,4 +114,18 @@ impl Master<'_> {
 /// How many SIGINT and SIGTERM have come so far.
 pub fn stops_so_far() -> u64 {
     signals::count(Signal::SIGINT) + signals::count(Signal::SIGTERM)
+}
+
+/// A stop under way.
+pub struct Stop {
+    pub reason: String,
+    pub grace_ends: Instant,
+    pub in_flight: u64,
+    /// Stop signals already counted when it began: one more means "now".
+    signals_at_start: u64,
+    /// The remaining workers were sent SIGKILL.
+    pub killed: bool,
+    /// Connections they still held then: a stop is "forced" if it cut any off.
+    pub cut_off: u64,
+    pub fds_before: usize,
 }
