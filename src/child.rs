@@ -318,59 +318,6 @@ pub fn prepare_to_die_by(signal: Signal) -> nix::Result<()> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0)
 }
 
-// ANCHOR: backoff
-/// A supervisor's defence against a *respawn storm*. It counts, per slot, the children
-/// that died before they were ready, in a row, and waits longer before each new fork —
-/// 100 ms, 200, 400, 800 — until, after `give_up_after` in a row, it gives up: forking
-/// more would only repeat the failure.
-pub struct StartBackoff {
-    in_a_row: Vec<u32>,
-    give_up_after: u32,
-}
-
-impl StartBackoff {
-    /// No failure yet, in any of `slots` slots.
-    pub fn new(slots: usize, give_up_after: u32) -> StartBackoff {
-        StartBackoff {
-            in_a_row: vec![0; slots],
-            give_up_after,
-        }
-    }
-
-    /// The slot's child got through its start: its next failure counts from one again.
-    pub fn started(&mut self, slot: usize) {
-        self.in_a_row[slot] = 0;
-    }
-
-    /// The slot's child died before it was ready — `what` happened, in words, and
-    /// `status` is how it ended. Says so in the timeline (event `backoff`) and returns
-    /// how long to wait before the slot's next fork; or an error, to end the supervisor.
-    pub fn failed(
-        &mut self,
-        slot: usize,
-        what: &str,
-        status: &str,
-    ) -> anyhow::Result<std::time::Duration> {
-        self.in_a_row[slot] += 1;
-        let in_a_row = self.in_a_row[slot];
-        if in_a_row >= self.give_up_after {
-            anyhow::bail!(
-                "giving up: the worker of slot {slot} {what} {in_a_row} times in a row \
-                 (last: {status}); forking more would only repeat that"
-            );
-        }
-        let delay = std::time::Duration::from_millis(100 << (in_a_row - 1));
-        crate::narrate::event("backoff")
-            .field("slot", slot)
-            .field("delay_seconds", delay.as_secs_f64())
-            .say(format!(
-                "slot {slot}: {what} ({in_a_row} in a row); next fork in {delay:?}"
-            ));
-        Ok(delay)
-    }
-}
-// ANCHOR_END: backoff
-
 /// How a child ended, as plain data for the JSON timeline: `status` in words, and either
 /// `code` or `signal` (its name) with `core_dumped`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

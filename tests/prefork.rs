@@ -2,7 +2,8 @@
 //! load are replaced in their slot within a second, with no wrong reply; SIGTERM and the
 //! first Ctrl-C let requests in flight finish and cut off at the grace time what takes
 //! longer; a second Ctrl-C stops at once; SIGHUP replaces every worker without refusing a
-//! connection; workers that crash at start make the master give up; nothing is left.
+//! connection; workers that crash at start make the master give up; a restarted server
+//! binds its port at once (SO_REUSEADDR); nothing is left.
 
 mod util;
 
@@ -567,6 +568,31 @@ fn a_port_in_use_is_a_clear_error() {
     run(demo(), &["--port", &port])
         .code(1)
         .stderr(contains(format!("port {port} is in use")));
+}
+
+#[test]
+fn a_restarted_server_binds_its_port_while_old_connections_are_in_time_wait() {
+    // The worker closes each connection first, so the server's end of it waits in
+    // TIME_WAIT for a minute after the server has gone: only SO_REUSEADDR lets the next
+    // server bind the port now.
+    let (running, port) = server(&["--workers", "1"], 1);
+    let reply = ask(port, "ECHO first\n").expect("a reply");
+    assert!(reply.starts_with("first worker 0 "), "{reply:?}");
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    let events = run_json(
+        demo(),
+        &[
+            "--port",
+            &port.to_string(),
+            "--workers",
+            "1",
+            "--seconds",
+            "0.3",
+        ],
+    );
+    assert_eq!(find(&events, "listening")["port"], port);
 }
 
 #[test]

@@ -1,16 +1,20 @@
-//! The scoreboard: one row per worker slot, in memory the master and every worker share.
+//! scoreboard — prefork's table in shared memory: one row per worker slot.
 //!
-//! Apache's prefork MPM keeps one like it (what `apachectl status` shows). Each worker
-//! writes only its own row; the master reads every row (to print it, to choose the
-//! least-loaded worker), counts up `active` when it passes a connection to a worker, and
-//! resets a row when it has reaped the row's worker, before the slot's next worker
-//! starts. The cells are atomics: two processes may add to one at once, and a reader
-//! never sees a torn value.
+//! Demonstrates: anonymous MAP_SHARED memory mapped before the first fork is one table
+//! for the master and every worker: each worker writes its own row (pid once ready,
+//! requests served, connections held, heartbeat), the master reads them all. The cells
+//! are atomics: two processes may add to one at once (`active`), and no read is torn.
+//! Run:     cargo run --bin prefork     (then: printf 'STATUS\n' | nc 127.0.0.1 <port>)
+//! Observe: `grep rw-s /proc/<worker>/maps` shows /dev/zero (deleted); /dev/shm stays empty.
+//! Book:    book/src/patterns/prefork.md
+//!
+//! Apache's prefork MPM keeps one like it (what `apachectl status` shows). The master
+//! resets a row when it has reaped the row's worker, before the slot's next worker starts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::ArrayView2;
-use proclab::narrate;
+use proclab::narrate::{self, event};
 use proclab::shm::SharedArray;
 use serde::Serialize;
 
@@ -115,6 +119,14 @@ impl Scoreboard {
         }
     }
 
+    /// Master: prints every row on the timeline (event `scoreboard`).
+    pub fn print(&self) {
+        let rows = self.snapshot();
+        event("scoreboard")
+            .field("rows", &rows)
+            .say(format!("scoreboard: {}", line(&rows)));
+    }
+
     /// Every row, now.
     pub fn snapshot(&self) -> Vec<Row> {
         let now_ms = narrate::elapsed() * 1000.0;
@@ -151,7 +163,7 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// The scoreboard on one line, for the timeline.
-pub fn line(rows: &[Row]) -> String {
+fn line(rows: &[Row]) -> String {
     rows.iter()
         .map(|row| {
             format!(

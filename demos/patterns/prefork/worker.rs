@@ -1,44 +1,53 @@
-//! A prefork worker: wait for a connection, answer its one request, close it, repeat.
+//! worker — a prefork worker: wait for a connection, answer its one request, close it.
 //!
-//! Where the connection comes from is the dispatch mode: `accept()` on the listening
-//! socket every worker inherited (shared-accept), or `recvmsg()` on the worker's own Unix
-//! socket, over which the master passes connections it accepted (SCM_RIGHTS).
+//! Demonstrates: a worker forked with the listening socket takes connections with
+//! accept(2) — when several wait there, the kernel wakes one per connection — or
+//! receives them from the master with recvmsg(2); it ignores the group's Ctrl-C and
+//! SIGHUP (the master's business) and takes SIGTERM as "finish and leave".
+//! Run:     cargo run --bin prefork -- --workers 2     (then: cat /proc/<worker>/wchan)
+//! Observe: an idle worker sleeps in inet_csk_accept, and beats its heartbeat 4 times a second.
+//! Book:    book/src/patterns/prefork.md
 
-use std::io::{IoSlice, IoSliceMut};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, accept4, recvmsg, sendmsg,
-};
+use nix::sys::socket::{SockFlag, accept4, setsockopt, sockopt};
+use nix::sys::time::{TimeVal, TimeValLike};
 use proclab::narrate::event;
 use proclab::signals;
 
+use crate::dispatch::receive_connection;
 use crate::scoreboard::{self, Scoreboard};
 
-/// Where a worker's connections come from.
-pub enum Source<'a> {
-    /// The listening socket itself, shared by every worker.
-    Listener(&'a OwnedFd),
-    /// The worker's end of its Unix socket to the master.
-    Channel(&'a OwnedFd),
+// ANCHOR: work
+/// In the new worker: its connections come from its own end of a Unix socket to the
+/// master (`channel`: the master's end, which it closes, and its own), or else from the
+/// shared `listener`; none of either: the server is stopping.
+pub fn start(
+    slot: usize,
+    board: &Scoreboard,
+    channel: Option<(OwnedFd, OwnedFd)>,
+    listener: Option<&OwnedFd>,
+) -> anyhow::Result<i32> {
+    match (channel, listener) {
+        (Some((master_end, worker_end)), _) => {
+            drop(master_end); // or it would never see end-of-file on its own
+            setsockopt(&worker_end, sockopt::ReceiveTimeout, &heartbeat())?;
+            work(slot, board, Source::Channel(&worker_end))
+        }
+        (None, Some(listener)) => work(slot, board, Source::Listener(listener)),
+        (None, None) => Ok(0), // the server is stopping
+    }
 }
 
-/// A request line may be at most this long.
-const MAX_LINE: usize = 1024;
-/// A client has this long to send its whole request line, however it trickles it: a
-/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-
-// ANCHOR: work
 /// The worker's life: get ready, then take connections until told to leave — the
 /// listening socket shut down or the master's end of the channel closed (the server is
 /// stopping or replacing this worker), or SIGTERM.
-pub fn work(slot: usize, board: &Scoreboard, source: Source) -> anyhow::Result<i32> {
+fn work(slot: usize, board: &Scoreboard, source: Source) -> anyhow::Result<i32> {
     // Only the master decides when workers stop: Ctrl-C (sent to the whole process group)
     // and SIGHUP are the master's business; SIGTERM means "finish and leave".
     signals::catch(Signal::SIGTERM)?;
@@ -88,56 +97,6 @@ pub fn accept(listener: &OwnedFd) -> nix::Result<OwnedFd> {
     // SAFETY: accept4 just returned this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
-
-// ANCHOR: pass
-/// Master: passes `connection` to a worker over its Unix socket. The data is one byte;
-/// the descriptor travels beside it, in an SCM_RIGHTS control message. The kernel
-/// installs a new descriptor for the same socket in the worker when it receives it, so
-/// the master may close its own as soon as this returns.
-///
-/// # References: unix(7) SCM_RIGHTS, sendmsg(2), cmsg(3)
-pub fn pass_connection(channel: &OwnedFd, connection: &OwnedFd) -> nix::Result<()> {
-    let fds = [connection.as_raw_fd()];
-    let sent = sendmsg::<()>(
-        channel.as_raw_fd(),
-        &[IoSlice::new(b"c")],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    debug_assert_eq!(sent, 1);
-    Ok(())
-}
-
-/// Worker: receives the next connection the master passes, or `None` when the master
-/// has closed its end (SOCK_SEQPACKET reports that as end-of-file once the messages
-/// already sent have been read). EAGAIN after the socket's SO_RCVTIMEO, EINTR on a signal.
-///
-/// # References: unix(7) SCM_RIGHTS, recvmsg(2)
-fn receive_connection(channel: &OwnedFd) -> nix::Result<Option<OwnedFd>> {
-    let mut byte = [0u8; 1];
-    let mut data = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = recvmsg::<()>(
-        channel.as_raw_fd(),
-        &mut data,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    if message.bytes == 0 {
-        return Ok(None); // end of file: the master closed its end
-    }
-    for control in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = control
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor in this process for us.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Err(Errno::EBADMSG) // a message without a descriptor: the master never sends one
-}
-// ANCHOR_END: pass
 
 // ANCHOR: serve
 /// Answers the one request of `connection`, then closes it. A client that goes away or
@@ -197,3 +156,25 @@ fn answer(request: &str, slot: usize, board: &Scoreboard) -> String {
         _ => "ERROR requests are: ECHO <tag>, SLOW <ms> <tag>, STATUS\n".to_owned(),
     }
 }
+
+/// HEARTBEAT_EVERY, for SO_RCVTIMEO: a wait for a connection ends after it (EAGAIN).
+pub fn heartbeat() -> TimeVal {
+    TimeVal::milliseconds(HEARTBEAT_EVERY.as_millis() as i64)
+}
+
+/// Where a worker's connections come from.
+enum Source<'a> {
+    /// The listening socket itself, shared by every worker.
+    Listener(&'a OwnedFd),
+    /// The worker's end of its Unix socket to the master.
+    Channel(&'a OwnedFd),
+}
+
+/// How often an idle worker wakes up to beat its heartbeat (SO_RCVTIMEO).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// A request line may be at most this long.
+const MAX_LINE: usize = 1024;
+/// A client has this long to send its whole request line, however it trickles it: a
+/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);

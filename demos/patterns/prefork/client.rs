@@ -1,90 +1,51 @@
-//! The load generator: `prefork client`, and the client half of `prefork --self-test`.
+//! client — prefork's load generator: `prefork client`, and the client of --self-test.
 //!
-//! C threads, each one connection at a time, send R requests in all. Every request
-//! carries its own tag; the client checks that it gets exactly one reply, and that the
-//! reply carries that tag. A connection that fails (refused, reset, closed without a
-//! reply — a worker killed mid-request) is an error the client counts and retries on a
-//! new connection; a wrong or extra reply is a mismatch, never retried: it would be a bug.
+//! Demonstrates: what a client of a pre-forked server sees: C threads, each with one
+//! connection at a time, send R requests in all, each with its own tag, and check that
+//! each gets exactly one reply, its own — a worker killed mid-request costs a retry on a
+//! new connection, never a wrong or a second reply.
+//! Run:     cargo run --bin prefork -- client --port P     (P: the port a server printed)
+//! Observe: `ok` equals `requests`; `mismatched` and `failed` stay 0 (else exit status 1).
+//! Book:    book/src/patterns/prefork.md
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use anyhow::bail;
+use proclab::cli;
 use proclab::measure::quantile;
-use proclab::narrate::event;
+use proclab::narrate::{self, event};
 use serde::{Deserialize, Serialize};
 
-/// What load to send.
-#[derive(Args, Clone, Debug)]
-pub struct Load {
-    /// Concurrent connections: client threads, each with one request in flight (1-256).
-    #[arg(long, value_name = "C", default_value_t = 8,
-          value_parser = clap::value_parser!(u64).range(1..=256))]
-    pub connections: u64,
+use crate::options::{ClientArgs, Load};
 
-    /// Requests in all, one per connection, spread over the C threads (1-1000000).
-    #[arg(long, value_name = "R", default_value_t = 2000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub requests: u64,
-
-    /// Ask the worker to take MS milliseconds over each request (SLOW; 0-60000).
-    #[arg(long, value_name = "MS", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub slow_ms: u64,
-
-    /// With --slow-ms: only every Nth request of each thread is slow (1-1000000).
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub slow_every: u64,
-
-    /// How many times a request whose connection failed is tried again (0-1000).
-    #[arg(long, value_name = "N", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub retries: u32,
+/// `prefork client`: sends the load, reports it as the run's summary, and exits 1 unless
+/// every request got exactly one reply, its own.
+pub fn main(client: &ClientArgs) -> ExitCode {
+    narrate::init(client.json, "client");
+    let report = run(&client.load, client.port, AccountAs::Summary);
+    cli::exit_code(check(&report))
 }
 
-/// The client's account: the JSON fields of its summary.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Report {
-    pub requests: u64,
-    /// Requests answered by exactly one reply carrying their tag.
-    pub ok: u64,
-    /// Failed attempts (each retried): refused, reset, closed without a reply.
-    pub errors: u64,
-    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
-    pub refused: u64,
-    /// Replies with another request's tag, or more than one reply.
-    pub mismatched: u64,
-    /// Requests still unanswered after every retry.
-    pub failed: u64,
-    pub seconds: f64,
-    /// Answered requests per second.
-    pub rps: f64,
-    /// Latency of answered requests, from the first attempt to the reply.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Replies per worker slot, as the replies named it.
-    pub per_worker: Vec<u64>,
-}
-
-/// One thread's results.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    errors: u64,
-    refused: u64,
-    mismatched: u64,
-    failed: u64,
-    latencies_ms: Vec<f64>,
-    per_worker: Vec<u64>,
+/// An error unless every request got exactly one reply, its own.
+pub fn check(report: &Report) -> anyhow::Result<()> {
+    if report.mismatched > 0 || report.failed > 0 {
+        bail!(
+            "{} of {} requests got a wrong reply and {} none at all",
+            report.mismatched,
+            report.requests,
+            report.failed
+        );
+    }
+    Ok(())
 }
 
 // ANCHOR: load
-/// Sends the load to 127.0.0.1:`port` and reports it; `last` says whether its account is
-/// the run's summary (the `client` subcommand) or a `load` event (--self-test, where the
-/// server's summary comes last).
-pub fn run(load: &Load, port: u16, last: bool) -> Report {
+/// Sends the load to 127.0.0.1:`port` and reports it, as the run's `summary` or as a
+/// `load_done` event.
+pub fn run(load: &Load, port: u16, account_as: AccountAs) -> Report {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let connections = load.connections.min(load.requests); // no more threads than requests
     event("load")
@@ -95,7 +56,7 @@ pub fn run(load: &Load, port: u16, last: bool) -> Report {
             load.requests
         ));
     let started = Instant::now();
-    let tallies: Vec<Tally> = std::thread::scope(|scope| {
+    let results_per_thread: Vec<ThreadResults> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..connections)
             .map(|thread| {
                 // Thread t sends requests t, t + C, t + 2C…: R in all.
@@ -109,11 +70,14 @@ pub fn run(load: &Load, port: u16, last: bool) -> Report {
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
-    let report = account(load, tallies, seconds);
+    let report = account(load, results_per_thread, seconds);
+    let (name, label) = match account_as {
+        AccountAs::Summary => ("summary", "summary"),
+        AccountAs::LoadDone => ("load_done", "load done"),
+    };
     let text = format!(
-        "{}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
+        "{label}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
          {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
-        if last { "summary" } else { "load done" },
         report.requests,
         report.ok,
         report.errors,
@@ -125,15 +89,13 @@ pub fn run(load: &Load, port: u16, last: bool) -> Report {
         report.p99_ms,
         report.per_worker
     );
-    event(if last { "summary" } else { "load_done" })
-        .fields(&report)
-        .say(text);
+    event(name).fields(&report).say(text);
     report
 }
 
 /// One client thread: `count` requests, one connection each, tagged `<thread>-<n>`.
-fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> Tally {
-    let mut tally = Tally::default();
+fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> ThreadResults {
+    let mut results = ThreadResults::default();
     for n in 0..count {
         let tag = format!("{thread}-{n}");
         let request = if load.slow_ms > 0 && n % load.slow_every == 0 {
@@ -149,26 +111,26 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
                 Ok(reply) => {
                     match worker_of(&reply, &tag) {
                         Some(slot) => {
-                            tally.ok += 1;
-                            tally
+                            results.ok += 1;
+                            results
                                 .latencies_ms
                                 .push(first_attempt.elapsed().as_secs_f64() * 1e3);
-                            if tally.per_worker.len() <= slot {
-                                tally.per_worker.resize(slot + 1, 0);
+                            if results.per_worker.len() <= slot {
+                                results.per_worker.resize(slot + 1, 0);
                             }
-                            tally.per_worker[slot] += 1;
+                            results.per_worker[slot] += 1;
                         }
-                        None => tally.mismatched += 1,
+                        None => results.mismatched += 1,
                     }
                     break;
                 }
                 Err(error) => {
-                    tally.errors += 1;
-                    tally.refused +=
+                    results.errors += 1;
+                    results.refused +=
                         u64::from(error.kind() == std::io::ErrorKind::ConnectionRefused);
                     attempts += 1;
                     if attempts > load.retries {
-                        tally.failed += 1;
+                        results.failed += 1;
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(5));
@@ -176,7 +138,7 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
             }
         }
     }
-    tally
+    results
 }
 // ANCHOR_END: load
 
@@ -212,24 +174,24 @@ fn worker_of(reply: &str, tag: &str) -> Option<usize> {
     }
 }
 
-fn account(load: &Load, tallies: Vec<Tally>, seconds: f64) -> Report {
+fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64) -> Report {
     let mut report = Report {
         requests: load.requests,
         seconds: (seconds * 1e6).round() / 1e6,
         ..Report::default()
     };
     let mut latencies = Vec::new();
-    for tally in tallies {
-        report.ok += tally.ok;
-        report.errors += tally.errors;
-        report.refused += tally.refused;
-        report.mismatched += tally.mismatched;
-        report.failed += tally.failed;
-        latencies.extend(tally.latencies_ms);
-        if report.per_worker.len() < tally.per_worker.len() {
-            report.per_worker.resize(tally.per_worker.len(), 0);
+    for results in results_per_thread {
+        report.ok += results.ok;
+        report.errors += results.errors;
+        report.refused += results.refused;
+        report.mismatched += results.mismatched;
+        report.failed += results.failed;
+        latencies.extend(results.latencies_ms);
+        if report.per_worker.len() < results.per_worker.len() {
+            report.per_worker.resize(results.per_worker.len(), 0);
         }
-        for (slot, replies) in tally.per_worker.into_iter().enumerate() {
+        for (slot, replies) in results.per_worker.into_iter().enumerate() {
             report.per_worker[slot] += replies;
         }
     }
@@ -240,4 +202,47 @@ fn account(load: &Load, tallies: Vec<Tally>, seconds: f64) -> Report {
         report.p99_ms = round(quantile(&latencies, 0.99));
     }
     report
+}
+
+/// Where the client's account goes: the run's summary (`prefork client`), or a
+/// `load_done` event (--self-test: the server's summary comes last).
+pub enum AccountAs {
+    Summary,
+    LoadDone,
+}
+
+/// The client's account: the JSON fields of its summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub requests: u64,
+    /// Requests answered by exactly one reply carrying their tag.
+    pub ok: u64,
+    /// Failed attempts (each retried): refused, reset, closed without a reply.
+    pub errors: u64,
+    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
+    pub refused: u64,
+    /// Replies with another request's tag, or more than one reply.
+    pub mismatched: u64,
+    /// Requests still unanswered after every retry.
+    pub failed: u64,
+    pub seconds: f64,
+    /// Answered requests per second.
+    pub rps: f64,
+    /// Latency of answered requests, from the first attempt to the reply.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Replies per worker slot, as the replies named it.
+    pub per_worker: Vec<u64>,
+}
+
+/// One thread's results.
+#[derive(Default)]
+struct ThreadResults {
+    ok: u64,
+    errors: u64,
+    refused: u64,
+    mismatched: u64,
+    failed: u64,
+    latencies_ms: Vec<f64>,
+    per_worker: Vec<u64>,
 }
