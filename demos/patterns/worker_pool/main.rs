@@ -6,7 +6,7 @@
 //! results come back with the task's id, so the master accepts one result per task and
 //! discards (and counts) any duplicate. It reaps a dead worker without blocking (SIGCHLD
 //! wakes its poll), forks a replacement and hands the task the dead one held to another.
-//! Run:     cargo run --bin worker_pool        (then --task-cost uniform --kill-worker-every 50)
+//! Run:     cargo run --bin worker_pool   (add -- --task-cost uniform --kill-worker-every 50)
 //! Observe: completed = tasks and no duplicate accepted, however many workers die.
 //! Book:    book/src/patterns/worker_pool.md
 
