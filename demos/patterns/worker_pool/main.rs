@@ -141,30 +141,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     args.check();
     let workers = args.workers();
     let map_reduce = MapReduce::new(args.map_reduce, args.tasks)?;
-    if args.compare {
-        // The first run's account is a `run` event; the second's is the summary, with
-        // both times.
-        let dynamic = pool(
-            args,
-            workers,
-            Distribution::Dynamic,
-            &map_reduce,
-            Account::Run,
-        )?;
-        if signals::stop_requested().is_none() {
-            let compared = Account::Compared(dynamic);
-            pool(args, workers, Distribution::Static, &map_reduce, compared)?;
-        }
-        return Ok(());
+    let run_pool = |distribution, account| pool(args, workers, distribution, &map_reduce, account);
+    if !args.compare {
+        return run_pool(args.distribution, Account::Summary).map(drop);
     }
-    pool(
-        args,
-        workers,
-        args.distribution,
-        &map_reduce,
-        Account::Summary,
-    )
-    .map(drop)
+    // The first run's account is a `run` event; the second's is the summary, with both
+    // times.
+    let dynamic = run_pool(Distribution::Dynamic, Account::Run)?;
+    if signals::stop_requested().is_none() {
+        run_pool(Distribution::Static, Account::Compared(dynamic))?;
+    }
+    Ok(())
 }
 
 /// One run of the pool, from the first fork to the last worker reaped: its seconds.
@@ -189,8 +176,10 @@ fn pool(
     let result = master.supervise();
     let seconds = start.elapsed().as_secs_f64();
     let result = result.and_then(|()| master.settle());
-    let alive_at_end = (master.pool.workers())
-        .filter(|worker| running(worker.pid.as_raw()))
+    let alive_at_end = master
+        .pool
+        .workers()
+        .filter(|w| running(w.pid.as_raw()))
         .count();
     master.shut_down()?;
     result?;
