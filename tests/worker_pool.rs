@@ -161,6 +161,42 @@ fn a_hung_task_is_retried_then_reported_failed() {
 }
 
 #[test]
+fn a_hung_worker_is_reported_silent_before_its_timeout_kills_it() {
+    // The chapter's and --help's example (issue 16): with a timeout longer than the
+    // 300 ms of silence, each try of the hung task is first reported silent, then killed.
+    let events = run_json(
+        demo(),
+        &[
+            "--tasks",
+            "50",
+            "--hang-task",
+            "7",
+            "--timeout",
+            "0.5",
+            "--retries",
+            "1",
+        ],
+    );
+    let of = |name: &str| -> Vec<(i32, f64)> {
+        let named = events.iter().filter(|e| e["event"] == name);
+        named
+            .map(|e| (pid_of(&e["worker"]), e["t"].as_f64().expect("t")))
+            .collect()
+    };
+    let (silent, timeouts) = (of("silent"), of("timeout"));
+    assert_eq!(timeouts.len(), 2, "one try and one retry: {timeouts:?}");
+    for (worker, killed_at) in timeouts {
+        let said = silent.iter().find(|(pid, _)| *pid == worker);
+        let (_, said_at) = said.unwrap_or_else(|| panic!("{worker} was never said silent"));
+        assert!(
+            killed_at - said_at >= 0.1,
+            "silent at {said_at}s, killed at {killed_at}s"
+        );
+    }
+    assert_eq!(summary(&events)["failed_tasks"], serde_json::json!([7]));
+}
+
+#[test]
 fn dynamic_beats_static_on_uneven_tasks() {
     // 200 tasks on 4 workers; the first 50 take 20 ms, the rest 1 ms. Static gives all
     // 50 slow ones to worker 0: about 1.0 s. Dynamic spreads them: about 0.3 s. Measured

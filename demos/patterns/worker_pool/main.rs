@@ -6,7 +6,7 @@
 //! results come back with the task's id, so the master accepts one result per task and
 //! discards (and counts) any duplicate. It reaps a dead worker without blocking (SIGCHLD
 //! wakes its poll), forks a replacement and hands the task the dead one held to another.
-//! Run:     cargo run --bin worker_pool        (then --task-cost uniform --kill-worker-every 50)
+//! Run:     cargo run --bin worker_pool   (add -- --task-cost uniform --kill-worker-every 50)
 //! Observe: completed = tasks and no duplicate accepted, however many workers die.
 //! Book:    book/src/patterns/worker_pool.md
 
@@ -141,30 +141,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     args.check();
     let workers = args.workers();
     let map_reduce = MapReduce::new(args.map_reduce, args.tasks)?;
-    if args.compare {
-        // The first run's account is a `run` event; the second's is the summary, with
-        // both times.
-        let dynamic = pool(
-            args,
-            workers,
-            Distribution::Dynamic,
-            &map_reduce,
-            Account::Run,
-        )?;
-        if signals::stop_requested().is_none() {
-            let compared = Account::Compared(dynamic);
-            pool(args, workers, Distribution::Static, &map_reduce, compared)?;
-        }
-        return Ok(());
+    let run_pool = |distribution, account| pool(args, workers, distribution, &map_reduce, account);
+    if !args.compare {
+        return run_pool(args.distribution, Account::Summary).map(drop);
     }
-    pool(
-        args,
-        workers,
-        args.distribution,
-        &map_reduce,
-        Account::Summary,
-    )
-    .map(drop)
+    // The first run's account is a `run` event; the second's is the summary, with both
+    // times.
+    let dynamic = run_pool(Distribution::Dynamic, Account::Run)?;
+    if signals::stop_requested().is_none() {
+        run_pool(Distribution::Static, Account::Compared(dynamic))?;
+    }
+    Ok(())
 }
 
 /// One run of the pool, from the first fork to the last worker reaped: its seconds.
@@ -189,8 +176,10 @@ fn pool(
     let result = master.supervise();
     let seconds = start.elapsed().as_secs_f64();
     let result = result.and_then(|()| master.settle());
-    let alive_at_end = (master.pool.workers())
-        .filter(|worker| running(worker.pid.as_raw()))
+    let alive_at_end = master
+        .pool
+        .workers()
+        .filter(|w| running(w.pid.as_raw()))
         .count();
     master.shut_down()?;
     result?;

@@ -57,6 +57,7 @@ pub struct Master<'a> {
     pub stopping: bool,
 }
 
+// ANCHOR: worker
 /// What the master knows of one worker slot's current process.
 pub struct Worker {
     pub serial: u32,
@@ -71,6 +72,7 @@ pub struct Worker {
     /// Why the master sent it SIGKILL, if it did: then its death is not a crash.
     pub killed: Option<Killed>,
 }
+// ANCHOR_END: worker
 
 impl Worker {
     /// A worker just forked, holding no task yet.

@@ -121,6 +121,7 @@ impl Args {
         })
     }
 
+    // ANCHOR: cost
     /// How long task `task` takes.
     pub fn cost(&self, task: u64) -> Duration {
         match self.task_cost {
@@ -131,6 +132,7 @@ impl Args {
             Cost::Uneven => Duration::from_millis(1),
         }
     }
+    // ANCHOR_END: cost
 }
 
 impl Distribution {
