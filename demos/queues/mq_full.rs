@@ -1,12 +1,10 @@
 //! mq_full — a full queue: a blocking sender sleeps in the kernel, a non-blocking one gets EAGAIN.
 //!
-//! Demonstrates: the kernel bounds every queue (maxmsg messages of at most msgsize bytes,
-//! within /proc/sys/fs/mqueue/msg_max and msgsize_max). On a full queue mq_send sleeps in
-//! the kernel until a receiver makes room; on a descriptor opened with O_NONBLOCK it
-//! fails at once with EAGAIN, and the sender must try again.
+//! Demonstrates: the kernel bounds a queue (maxmsg, within /proc/sys/fs/mqueue/msg_max);
+//! a full queue puts mq_send to sleep in the kernel until a receiver makes room, or, on a
+//! descriptor opened with O_NONBLOCK, fails it at once with EAGAIN: the sender must retry.
 //! Run:     cargo run --bin mq_full           (then --max-messages 1 --nonblocking)
-//! Observe: the kernel reports the blocked producer S (sleeping); with --nonblocking,
-//!          EAGAIN and R (running); either way every message arrives once.
+//! Observe: the kernel says the blocked producer is S (sleeping); O_NONBLOCK: EAGAIN, R.
 //! Book:    book/src/queues/mqueue.md
 
 use std::process::ExitCode;
@@ -17,7 +15,7 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
-use proclab::inspect::{inspect, wait_for_state, wchan};
+use proclab::inspect::{inspect, state_word, wchan};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Ledger, Tag, encode};
@@ -35,7 +33,16 @@ const SIZE: usize = 64; // bytes per message
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let [msg_max, msgsize_max, queues_max] = ["msg_max", "msgsize_max", "queues_max"].map(limit);
-    refuse_beyond(msg_max, args.max_messages);
+    // ANCHOR: limits
+    // Too much is a usage error that names the limit and its file, not mq_open's EINVAL.
+    if args.max_messages > msg_max {
+        cli::usage_error(&format!(
+            "--max-messages {} is more than this system allows: /proc/sys/fs/mqueue/msg_max is \
+             {msg_max} (a process with CAP_SYS_RESOURCE may go beyond it; this demo stays within)",
+            args.max_messages
+        ));
+    }
+    // ANCHOR_END: limits
     let name = ipc_name(); // /proclab.<uid>.<pid>.<random>: yours, and this run's only
     // ANCHOR: open
     let attr = MqAttr::new(0, args.max_messages, SIZE as i64, 0); // within the limits
@@ -49,7 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.nonblocking {
         flags |= MQ_OFlag::O_NONBLOCK; // a full queue answers EAGAIN instead of waiting
     }
-    let send = mq_open(name.as_str(), flags, Mode::empty(), Some(&attr)); // attr: ignored
+    let send = mq_open(name.as_str(), flags, Mode::empty(), Some(&attr)); // (attr unused)
     mq_unlink(name.as_str()).context("mq_unlink")?; // the children inherit the descriptors
     let send = send.with_context(|| format!("mq_open({name}, O_WRONLY)"))?;
     // ANCHOR_END: open
@@ -107,26 +114,34 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
         // two counts into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(send, writer)) }?);
     }
-    while mq_getattr(receive)?.curmsgs() < args.max_messages {
-        signals::bail_if_stopped()?; // nobody receives yet: the queue fills up
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // Nobody receives yet. Once the queue is full, what does the kernel say a producer does,
+    // steadily for 10 ms? Asleep in mq_send, or running, retrying. (It may sleep elsewhere
+    // for a moment, printing, or wait for a CPU.)
     let first = producers[0].pid.as_raw();
-    let view = match args.nonblocking {
-        true => inspect(first)?, // it runs, and retries
-        false => wait_for_state(first, 'S', Duration::from_secs(2))?, // asleep in mq_send
-    };
-    let (state, place) = (view.state_in_words(), wchan(first).unwrap_or_default());
+    let look = || anyhow::Ok((inspect(first)?.state, wchan(first).unwrap_or_default()));
+    let mut seen = look()?;
+    loop {
+        signals::bail_if_stopped()?;
+        std::thread::sleep(Duration::from_millis(10));
+        let (now, full) = (look()?, mq_getattr(receive)?.curmsgs() == args.max_messages);
+        if full && now == seen && (args.nonblocking || now.1 != "0") {
+            break;
+        }
+        seen = now;
+    }
+    let (state, place) = seen; // place: the kernel function it sleeps in, or 0 if it runs
+    let words = state_word(state);
     event("producer_state")
         .field("producer", first)
-        .field("state", view.state.to_string())
-        .field("wchan", &place) // where it sleeps in the kernel, or 0 if it runs
+        .field("state", state.to_string())
+        .field("wchan", &place)
         .say(format!(
-            "kernel says producer {first} is {state} (wchan {place})"
+            "kernel says producer {first} is {state} ({words}) (wchan {place})"
         ));
     let (mut ledger, mut buffer) = (Ledger::new(), [0u8; SIZE]); // at least msgsize
     for _ in 0..u64::from(PRODUCERS) * MESSAGES {
-        let length = mq_receive(receive, &mut buffer, &mut 0).context("mq_receive")?; // room
+        // Each receive makes room, and the kernel wakes a sleeping producer.
+        let length = mq_receive(receive, &mut buffer, &mut 0).context("mq_receive")?;
         let found = Decoder::default().feed(&buffer[..length]);
         found.iter().for_each(|found| ledger.note(found));
     }
@@ -153,41 +168,25 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
     Ok(())
 }
 
-// ANCHOR: limits
 /// A limit from /proc/sys/fs/mqueue (`msg_max`, `msgsize_max`, `queues_max`).
 fn limit(file: &str) -> i64 {
     let text = std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}")).unwrap_or_default();
     text.trim().parse().unwrap_or(i64::MAX)
 }
 
-/// Asking for more than the kernel allows is a usage error that names the limit and the
-/// file that sets it, not an opaque EINVAL from mq_open.
-fn refuse_beyond(msg_max: i64, asked: i64) {
-    if asked > msg_max {
-        cli::usage_error(&format!(
-            "--max-messages {asked} is more than this system allows: /proc/sys/fs/mqueue/msg_max \
-             is {msg_max} (a process with CAP_SYS_RESOURCE may go beyond it; this demo stays within)"
-        ));
-    } else if asked > 100 {
-        cli::usage_error("--max-messages is at most 100: 900 messages must overfill the queue");
-    }
-}
-// ANCHOR_END: limits
-
 /// A full POSIX message queue: senders that wait, or senders told EAGAIN.
 ///
-/// Three producers send 300 messages each into a queue nobody reads yet. When it is full,
-/// the parent asks the kernel what a producer does: it sleeps in mq_send, or (with
-/// --nonblocking) runs, retrying after each EAGAIN. Then the parent drains the queue and
-/// proves that every message arrived exactly once.
+/// Three producers fill a queue nobody reads yet; the parent asks the kernel what one of
+/// them does (sleeps in mq_send, or with --nonblocking runs, retrying after each EAGAIN),
+/// then drains the queue and proves that every message arrived exactly once.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  mq_full\n  mq_full --max-messages 1 --nonblocking\n  \
-                        mq_full --max-messages 100000     # beyond the kernel's limit"
+                        mq_full --max-messages 11     # beyond the default msg_max"
 )]
 struct Args {
     /// The queue's capacity in messages (1-100, at most /proc/sys/fs/mqueue/msg_max).
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=100))]
     max_messages: i64,
 
     /// Producers send with O_NONBLOCK: a full queue answers EAGAIN, and they retry.
