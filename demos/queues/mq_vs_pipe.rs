@@ -167,7 +167,7 @@ fn frame_fits(text: &str) -> Result<usize, String> {
         _ if size > msgsize_max => Err(format!(
             "{size} is more than this system allows: /proc/sys/fs/mqueue/msgsize_max is {msgsize_max}"
         )),
-        _ if size + 4 > libc::PIPE_BUF => Err(format!(
+        _ if size > FITS => Err(format!(
             "at most {FITS}: a framed message must fit in one atomic pipe write (PIPE_BUF)"
         )),
         _ => Ok(size),
