@@ -110,8 +110,8 @@ const EAGAIN: &str = "mq_send -> EAGAIN: the queue is full and I asked not to wa
 fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<()> {
     let mut producers = Vec::new();
     for writer in 0..PRODUCERS {
-        // SAFETY: single-threaded here; the child encodes and sends its messages, writes
-        // two counts into a pipe and calls _exit.
+        // SAFETY: single-threaded here; the child encodes and sends its messages, prints at
+        // most one line, writes two counts into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(send, writer)) }?);
     }
     // Nobody receives yet. Once the queue is full, what does the kernel say a producer does,

@@ -32,9 +32,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let attr = MqAttr::new(0, COUNT as i64, SIZE as i64, 0); // always given: see Pitfalls
     let queue = mq_open(
         name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // a new queue, or an error
-        Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: nobody else may open it
-        Some(&attr), // capacity and message size, fixed for its life
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
+        Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
+        Some(&attr),                                             // fixed for its life
     )
     .with_context(|| format!("mq_open({name})"))?;
     event("mq_open")
@@ -56,7 +56,7 @@ fn mixed_priority(seq: u64) -> u32 {
 
 fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> {
     if args.hold.is_zero() {
-        mq_unlink(name).context("mq_unlink")?; // the consumer will inherit the queue, not need its name
+        mq_unlink(name).context("mq_unlink")?; // the consumer will inherit the queue itself
     }
     // ANCHOR: fill
     for seq in 0..COUNT {
@@ -91,9 +91,10 @@ fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     }
     let received: Vec<(u64, u32)> = consumer.collect(&[])?;
     // ANCHOR: priority_order
+    // Highest priority first; first in, first out within one priority.
     let priority_order_ok = received.windows(2).all(|pair| {
         let ((seq_a, priority_a), (seq_b, priority_b)) = (pair[0], pair[1]);
-        priority_a > priority_b || (priority_a == priority_b && seq_a < seq_b) // highest first; FIFO within one
+        priority_a > priority_b || (priority_a == priority_b && seq_a < seq_b)
     });
     // ANCHOR_END: priority_order
     let mut ledger = Ledger::new();

@@ -37,7 +37,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let attr = MqAttr::new(0, CAPACITY, args.message_size as i64, 0); // always given
     let queue = mq_open(
         name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // new, or an error
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
         Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
         Some(&attr),                                             // fixed for its life
     )
@@ -78,7 +78,7 @@ fn through_the_queue(args: &Args, queue: &MqdT) -> anyhow::Result<Tally> {
     let consumer = unsafe { child::spawn("consumer", || receive_all(args, queue)) }?;
     let mut producers = Vec::new();
     for writer in 0..args.producers {
-        // SAFETY: single-threaded here; the child sends, writes "done" to a pipe, calls _exit.
+        // SAFETY: single-threaded here; the child sends, writes () into a pipe, calls _exit.
         producers.push(unsafe {
             child::spawn("producer", || {
                 for seq in 0..args.messages {
@@ -121,7 +121,7 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut writers = Vec::new();
     for writer in 0..args.producers {
-        // SAFETY: single-threaded here; the child writes its frames, then "done", calls _exit.
+        // SAFETY: single-threaded here; the child writes frames, then () in a pipe, calls _exit.
         writers.push(unsafe {
             child::spawn("producer", || {
                 for seq in 0..args.messages {

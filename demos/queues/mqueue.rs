@@ -38,7 +38,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let attr = MqAttr::new(0, CAPACITY, SIZE as i64, 0); // always given: see Pitfalls
     let queue = mq_open(
         name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // new, or an error
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
         Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
         Some(&attr),                                             // fixed for its life
     )
@@ -65,13 +65,13 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     let mut consumers = Vec::new();
     for _ in 0..args.consumers {
         // SAFETY: single-threaded here; the child receives until its end-of-work message,
-        // keeping a list in memory, writes the list into a pipe and calls _exit.
+        // keeping a list in memory, prints a line, writes the list into a pipe, calls _exit.
         consumers.push(unsafe { child::spawn("consumer", || consume(queue)) }?);
     }
     let mut producers = Vec::new();
     for writer in 0..args.producers {
-        // SAFETY: single-threaded here; the child encodes and sends its messages, writes
-        // "done" into a pipe and calls _exit.
+        // SAFETY: single-threaded here; the child encodes and sends its messages, writes its
+        // empty result into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(queue, writer, args)) }?);
     }
     let consumer_pids: Vec<Pid> = consumers.iter().map(|consumer| consumer.pid).collect();
