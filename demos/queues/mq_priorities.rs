@@ -1,0 +1,168 @@
+//! mq_priorities — a queue hands out the highest priority first, FIFO within a priority.
+//!
+//! Demonstrates: the kernel keeps a message queue sorted by the priority each mq_send
+//! gave, and by arrival within one priority; mq_receive always takes the oldest message
+//! of the highest priority there is.
+//! Run:     cargo run --bin mq_priorities     (add --hold 30 to look at the full queue)
+//! Observe: sent as priorities 1 3 0 2 1 3 0 2 1 3, received as 3 3 3 2 2 1 1 1 0 0.
+//! Book:    book/src/queues/mqueue.md
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
+use nix::sys::stat::Mode;
+use proclab::names::ipc_name;
+use proclab::narrate::event;
+use proclab::record::{Decoder, Found, Ledger, Tag, encode};
+use proclab::{child, cli, narrate, signals};
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse();
+    narrate::init(args.json, "parent");
+    cli::run_stoppable(|| run(&args))
+}
+
+const COUNT: u64 = 10; // messages: the queue's capacity, the default msg_max
+const SIZE: usize = 64; // bytes per message
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let name = ipc_name(); // /proclab.<uid>.<pid>.<random>: yours, and this run's only
+    let attr = MqAttr::new(0, COUNT as i64, SIZE as i64, 0); // always given: see Pitfalls
+    let queue = mq_open(
+        name.as_str(),
+        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
+        Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
+        Some(&attr),                                             // fixed for its life
+    )
+    .with_context(|| format!("mq_open({name})"))?;
+    event("mq_open")
+        .field("name", &name)
+        .field("max_messages", COUNT)
+        .field("message_size", SIZE)
+        .say(format!(
+            "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {COUNT}, msgsize {SIZE}}})"
+        ));
+    let outcome = fill_then_empty(args, &name, &queue);
+    let _ = mq_unlink(name.as_str()); // after an error or Ctrl-C (ENOENT if already gone)
+    outcome
+}
+
+/// The priority message `seq` is sent with: a mixed order, 1 3 0 2 1 3…
+fn mixed_priority(seq: u64) -> u32 {
+    [1, 3, 0, 2][seq as usize % 4]
+}
+
+fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> {
+    if args.hold.is_zero() {
+        mq_unlink(name).context("mq_unlink")?; // the consumer will inherit the queue itself
+    }
+    // ANCHOR: fill
+    for seq in 0..COUNT {
+        let priority = mixed_priority(seq);
+        mq_send(queue, &encode(Tag { writer: 0, seq }, SIZE), priority).context("mq_send")?;
+        event("send")
+            .field("seq", seq)
+            .field("priority", priority)
+            .say(format!("mq_send(message {seq}, priority {priority})"));
+    }
+    // ANCHOR_END: fill
+    let held = mq_getattr(queue).context("mq_getattr")?.curmsgs();
+    event("filled").field("messages", held).say(format!(
+        "the queue holds {held} messages; now a consumer starts"
+    ));
+    if !args.hold.is_zero() {
+        let seconds = args.hold.as_secs_f64();
+        event("hold")
+            .field("name", name)
+            .field("seconds", seconds)
+            .say(format!(
+                "holding it {seconds}s: with /dev/mqueue mounted, cat /dev/mqueue{name}"
+            ));
+        signals::sleep(args.hold);
+        signals::bail_if_stopped()?; // Ctrl-C: run() removes the name
+    }
+    // SAFETY: single-threaded here; the child receives the ten messages, printing each
+    // and keeping a list in memory, writes the list into a pipe and calls _exit.
+    let consumer = unsafe { child::spawn("consumer", || receive_all(queue)) }?;
+    if !args.hold.is_zero() {
+        mq_unlink(name).context("mq_unlink")?; // the consumer has it open now
+    }
+    let received: Vec<(u64, u32)> = consumer.collect(&[])?;
+    // ANCHOR: priority_order
+    // Highest priority first; first in, first out within one priority.
+    let priority_order_ok = received.windows(2).all(|pair| {
+        let ((seq_a, priority_a), (seq_b, priority_b)) = (pair[0], pair[1]);
+        priority_a > priority_b || (priority_a == priority_b && seq_a < seq_b)
+    });
+    // ANCHOR_END: priority_order
+    let mut ledger = Ledger::new();
+    for &(seq, _) in &received {
+        ledger.note(&Found::Record(Tag { writer: 0, seq }, SIZE));
+    }
+    let mut tally = ledger.check(&[COUNT]);
+    tally.in_order = priority_order_ok; // the order a priority queue promises
+    let priorities_kept = received
+        .iter()
+        .all(|&(seq, priority)| priority == mixed_priority(seq));
+    let left = mq_getattr(queue).context("mq_getattr")?.curmsgs();
+    event("summary")
+        .field("producers", 1)
+        .field("consumers", 1)
+        .fields(tally)
+        .field("order_ok", priority_order_ok)
+        .field("priorities_kept", priorities_kept)
+        .field("priority_order_ok", priority_order_ok)
+        .field("left_in_queue", left)
+        .say(format!(
+            "summary: {} messages out, highest priority first and FIFO within a priority: {priority_order_ok}",
+            tally.received
+        ));
+    Ok(())
+}
+
+// ANCHOR: receive
+/// The consumer: ten receives; returns (seq, priority) in the order they came out.
+fn receive_all(queue: &MqdT) -> anyhow::Result<Vec<(u64, u32)>> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; SIZE]; // at least msgsize, or mq_receive fails with EMSGSIZE
+    for _ in 0..COUNT {
+        let mut priority = 0;
+        let length = mq_receive(queue, &mut buffer, &mut priority).context("mq_receive")?;
+        let [Found::Record(tag, _)] = Decoder::default().feed(&buffer[..length])[..] else {
+            bail!("damaged message")
+        };
+        event("receive")
+            .field("seq", tag.seq)
+            .field("priority", priority) // the kernel says which priority it was sent with
+            .say(format!(
+                "mq_receive -> message {}, priority {priority}",
+                tag.seq
+            ));
+        received.push((tag.seq, priority));
+    }
+    Ok(received)
+}
+// ANCHOR_END: receive
+
+/// Fill a POSIX message queue with mixed priorities, then let one consumer empty it.
+///
+/// The parent sends ten messages with priorities 1, 3, 0, 2, 1, 3… into a queue of ten;
+/// then a consumer receives them all. The kernel hands them out highest priority first,
+/// and in the order they were sent within one priority; the parent checks both. The
+/// queue's name is removed at once, unless --hold keeps the full queue, name and all, for
+/// you to look at in /dev/mqueue (Ctrl-C still removes it; kill -9 during the hold does
+/// not).
+#[derive(Parser)]
+#[command(after_help = "Examples:\n  mq_priorities\n  mq_priorities --hold 30")]
+struct Args {
+    /// Keep the full queue, name and all, this long (0-3600 s) before the consumer
+    /// starts, to look at it in /dev/mqueue.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
+    hold: std::time::Duration,
+
+    /// Print the timeline as JSON Lines.
+    #[arg(long)]
+    json: bool,
+}

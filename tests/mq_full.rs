@@ -1,0 +1,128 @@
+//! mq_full: on a full queue a blocking producer sleeps in the kernel and every message
+//! still arrives once; with O_NONBLOCK the producers see EAGAIN instead; asking beyond
+//! msg_max names the limit; nothing is left behind.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use nix::errno::Errno;
+use nix::mqueue::{MQ_OFlag, mq_open};
+use nix::sys::stat::Mode;
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("mq_full")
+}
+
+/// The test's own check that the demo's queue no longer exists: opening it by name fails.
+fn assert_queue_gone(events: &[serde_json::Value]) {
+    let name = find(events, "mq_open")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert_eq!(opened.err(), Some(Errno::ENOENT), "{name} is left behind");
+}
+
+fn assert_exactly_once(summary: &serde_json::Value, sent: u64) {
+    assert_eq!(summary["sent"], sent, "{summary}");
+    assert_eq!(summary["received"], sent, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    assert_eq!(summary["missing"], 0, "{summary}");
+    assert_eq!(summary["left_in_queue"], 0, "{summary}");
+}
+
+#[test]
+fn a_full_queue_blocks_then_drains() {
+    let events = run_json(demo(), &["--max-messages", "1"]);
+    let summary = summary(&events);
+    assert!(
+        summary["full_waits"].as_u64().expect("count") > 0,
+        "{summary}"
+    );
+    assert_eq!(summary["eagain"], 0, "blocking sends never see EAGAIN");
+    assert_exactly_once(summary, 900);
+    assert!(events.iter().any(|e| e["event"] == "full"));
+    assert_queue_gone(&events);
+}
+
+#[test]
+fn the_blocked_producer_sleeps_in_the_kernel() {
+    let events = run_json(demo(), &[]);
+    let state = find(&events, "producer_state");
+    assert_eq!(state["state"], "S", "{state}");
+    let wchan = state["wchan"].as_str().expect("wchan");
+    assert!(
+        !wchan.is_empty() && wchan != "0",
+        "asleep somewhere: {state}"
+    );
+    let forked_producer = events
+        .iter()
+        .any(|e| e["role"] == "producer" && e["pid"] == state["producer"]);
+    assert!(forked_producer, "the pid is one of the producers: {state}");
+}
+
+#[test]
+fn nonblocking_sends_see_eagain_and_still_deliver_everything() {
+    let events = run_json(demo(), &["--max-messages", "1", "--nonblocking"]);
+    let summary = summary(&events);
+    assert!(summary["eagain"].as_u64().expect("count") > 0, "{summary}");
+    assert_exactly_once(summary, 900);
+    assert_eq!(find(&events, "eagain")["role"], "producer");
+    assert!(
+        events.iter().all(|e| e["event"] != "full"),
+        "a non-blocking send never waits"
+    );
+    let state = find(&events, "producer_state");
+    assert_eq!(state["state"], "R", "it spins, never sleeps: {state}");
+    assert_queue_gone(&events);
+}
+
+/// A limit as the test reads it from /proc/sys/fs/mqueue.
+fn limit(file: &str) -> i64 {
+    let path = format!("/proc/sys/fs/mqueue/{file}");
+    let text = std::fs::read_to_string(&path).expect("the file exists");
+    text.trim().parse().expect("a number")
+}
+
+#[test]
+fn asking_beyond_the_kernel_limits_names_the_limit() {
+    // One more than msg_max (10 by default; the demo takes at most 100 in any case).
+    let beyond = (limit("msg_max") + 1).to_string();
+    let args = ["--max-messages", beyond.as_str()];
+    assert_usage_error(demo(), &args);
+    run(demo(), &args)
+        .code(2)
+        .stderr(contains("/proc/sys/fs/mqueue/msg_max"));
+}
+
+#[test]
+fn the_limits_are_read_from_proc() {
+    let events = run_json(demo(), &[]);
+    let limits = &find(&events, "mq_open")["limits"];
+    for file in ["msg_max", "msgsize_max", "queues_max"] {
+        assert_eq!(limits[file], limit(file), "{file}");
+    }
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--nonblocking"))
+        .stdout(contains("msg_max"));
+    for args in [
+        &["--max-messages", "0"][..],
+        &["--max-messages", "101"], // at most 100: each producer alone overfills it
+        &["--max-messages", "ten"],
+        &["--message-size", "10"], // the old option: mq_vs_pipe has it now
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("mq_full"), &[&[], &["--json", "--nonblocking"]]);
+}

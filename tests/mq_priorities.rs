@@ -1,0 +1,103 @@
+//! mq_priorities: the highest priority comes out first, FIFO within one priority; with
+//! --hold the full queue keeps its name, and Ctrl-C removes it.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use nix::errno::Errno;
+use nix::mqueue::{MQ_OFlag, mq_open};
+use nix::sys::stat::Mode;
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("mq_priorities")
+}
+
+/// The test's own check that the demo's queue no longer exists: opening it by name fails.
+fn assert_queue_gone(name: &str) {
+    let opened = mq_open(name, MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert_eq!(opened.err(), Some(Errno::ENOENT), "{name} is left behind");
+}
+
+#[test]
+fn the_highest_priority_comes_out_first_fifo_within_one() {
+    let events = run_json(demo(), &[]);
+    let summary = summary(&events);
+    assert_eq!(summary["priority_order_ok"], true);
+    assert_eq!(summary["priorities_kept"], true, "{summary}");
+    for (field, expected) in [
+        ("sent", 10),
+        ("received", 10),
+        ("duplicates", 0),
+        ("missing", 0),
+        ("left_in_queue", 0),
+    ] {
+        assert_eq!(summary[field], expected, "{field}: {summary}");
+    }
+    // The test's own reading of the order the consumer received.
+    let received: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "receive")
+        .map(|e| {
+            (
+                e["priority"].as_u64().expect("priority"),
+                e["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    assert_eq!(received.len(), 10);
+    for pair in received.windows(2) {
+        let ((prio_a, seq_a), (prio_b, seq_b)) = (pair[0], pair[1]);
+        assert!(
+            prio_a > prio_b || (prio_a == prio_b && seq_a < seq_b),
+            "{received:?}"
+        );
+    }
+    assert_eq!(
+        received[0],
+        (3, 1),
+        "priority 3 first; of those, the first sent"
+    );
+    let receiver = find(&events, "receive")["role"].clone();
+    assert_eq!(receiver, "consumer", "a forked consumer receives");
+    assert_queue_gone(find(&events, "mq_open")["name"].as_str().expect("name"));
+}
+
+#[test]
+fn ctrl_c_while_the_queue_still_has_its_name_removes_it() {
+    let mut demo = Running::start(cargo_bin!("mq_priorities"), &["--hold", "30"]);
+    let name = demo.wait_for("hold")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert!(opened.is_ok(), "the name exists during --hold");
+    drop(opened);
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &[]);
+    assert_queue_gone(&name);
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--hold"));
+    for args in [
+        &["--hold", "-1"][..],
+        &["--hold", "3601"],
+        &["--hold", "soon"],
+        // The old `--priorities --producers 2` conflict is gone: there are no producers
+        // to choose here.
+        &["--producers", "2"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("mq_priorities"), &[&[], &["--json"]]);
+}

@@ -1,0 +1,95 @@
+//! mq_vs_pipe: the same messages through a queue and a pipe, each exactly once, and both
+//! rates; a message size that a framed pipe write or the queue cannot take is refused;
+//! Ctrl-C leaves nothing behind.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use nix::errno::Errno;
+use nix::mqueue::{MQ_OFlag, mq_open};
+use nix::sys::stat::Mode;
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("mq_vs_pipe")
+}
+
+#[test]
+fn comparing_with_a_pipe_reports_both_rates() {
+    let events = run_json(demo(), &["--messages", "300"]);
+    let summary = summary(&events);
+    for (field, expected) in [
+        ("sent", 900),
+        ("received", 900),
+        ("duplicates", 0),
+        ("missing", 0),
+        ("left_in_queue", 0),
+    ] {
+        assert_eq!(summary[field], expected, "{field}: {summary}");
+    }
+    for rate in ["messages_per_s", "pipe_messages_per_s"] {
+        let value = summary[rate].as_f64().expect("a rate");
+        assert!(value.is_finite() && value > 0.0, "{rate}: {summary}");
+    }
+    let pipe = find(&events, "pipe");
+    assert_eq!(pipe["received"], 900, "the pipe too, every frame: {pipe}");
+    assert_eq!(pipe["messages_per_s"], summary["pipe_messages_per_s"]);
+}
+
+#[test]
+fn the_largest_message_a_framed_pipe_write_keeps_whole_still_arrives() {
+    let events = run_json(demo(), &["--messages", "100", "--message-size", "4092"]);
+    let summary = summary(&events);
+    assert_eq!(summary["received"], 300, "{summary}");
+    assert_eq!(summary["torn"], 0, "{summary}");
+    assert_eq!(find(&events, "pipe")["received"], 300);
+}
+
+#[test]
+fn sizes_beyond_pipe_buf_or_msgsize_max_are_refused_by_name() {
+    run(demo(), &["--message-size", "5000"])
+        .code(2)
+        .stderr(contains("PIPE_BUF"));
+    run(demo(), &["--message-size", "1000000"])
+        .code(2)
+        .stderr(contains("/proc/sys/fs/mqueue/msgsize_max"));
+}
+
+#[test]
+fn ctrl_c_in_the_middle_leaves_no_queue_and_no_process() {
+    let mut demo = Running::start(cargo_bin!("mq_vs_pipe"), &["--messages", "100000"]);
+    let name = demo.wait_for("mq_open")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let children = demo.wait_for_children();
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &children);
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert_eq!(opened.err(), Some(Errno::ENOENT));
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--message-size"));
+    for args in [
+        &["--producers", "0"][..],
+        &["--message-size", "10"],
+        &["--message-size", "5000"],
+        &["--message-size", "1000000"],
+        // The old `--compare --consumers 2` conflict is gone: the queue has one
+        // consumer, as the pipe has one reader, and there is no --consumers to ask.
+        &["--consumers", "2"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(cargo_bin!("mq_vs_pipe"), &[&[], &["--json"]]);
+}
