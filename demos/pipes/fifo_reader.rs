@@ -84,7 +84,7 @@ fn read_to_eof(args: &Args) -> anyhow::Result<bool> {
         }
     }
     // ANCHOR_END: reader
-    let sent = args.expect.unwrap_or(highest.map_or(0, |seq| seq + 1));
+    let sent = args.records.unwrap_or(highest.map_or(0, |seq| seq + 1));
     let tally = ledger.check(&[sent]);
     let alone = args.t0.is_none(); // started by hand: this is the whole run
     event(if alone { "summary" } else { "received" })
@@ -121,9 +121,10 @@ struct Args {
     /// The FIFO.
     path: PathBuf,
 
-    /// How many records to expect (else: a gapless run from 0).
-    #[arg(long, hide = true)]
-    expect: Option<u64>,
+    /// The records the writer sends, to check that each arrived (else: the reader expects a
+    /// gapless run from 0).
+    #[arg(long, value_name = "K")]
+    records: Option<u64>,
 
     /// The fifo demo's clock, in CLOCK_MONOTONIC ns.
     #[arg(long, hide = true)]
