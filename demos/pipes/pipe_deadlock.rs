@@ -58,8 +58,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         args.watchdog
     ));
     let asleep = watch(&sides, args.watchdog)?;
-    for &(_, pid) in &sides {
-        let _ = kill(pid, Signal::SIGKILL); // the only way out of this write
+    // Stop both first: a side that saw the other die would wake with EPIPE and complain.
+    for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
+        for &(_, pid) in &sides {
+            let _ = kill(pid, signal); // SIGKILL: the only way out of this write
+        }
     }
     for &(name, pid) in &sides {
         let status = child::wait_or_kill(pid)?;
