@@ -83,7 +83,8 @@ fn round_trips(transport: Transport, warm_up: u64, rounds: u64) -> anyhow::Resul
     };
     let (mine, theirs) = channel(transport)?;
     let parent = getpid();
-    // SAFETY: single-threaded here; the child answers requests until EOF and calls _exit.
+    // SAFETY: single-threaded here, so the child may allocate; it answers requests until
+    // EOF and calls _exit.
     let server = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(parent, || {
             drop(mine); // keep only my ends, or EOF never comes

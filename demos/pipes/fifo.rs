@@ -129,8 +129,8 @@ fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
     }
     command.args(narrate::json().then_some("--json"));
     let parent = getpid();
-    // SAFETY: single-threaded here; the child execs the program (Command::exec calls
-    // execvp) or, if that fails, prints one line and calls _exit.
+    // SAFETY: single-threaded here, so the child may allocate; it execs the program
+    // (Command::exec calls execvp) or, if that fails, prints one line and calls _exit.
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(parent, || {
             Err(command.exec()).context(format!("exec {shown}"))

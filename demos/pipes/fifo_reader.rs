@@ -45,7 +45,6 @@ fn main() -> ExitCode {
 
 /// Opens the FIFO for reading and reads records until EOF; returns whether each arrived
 /// exactly once.
-// ANCHOR: reader
 fn read_to_eof(args: &Args) -> anyhow::Result<bool> {
     let shown = args.path.display();
     refuse_anything_but_a_fifo(&args.path)?;
@@ -83,7 +82,6 @@ fn read_to_eof(args: &Args) -> anyhow::Result<bool> {
             ledger.note(&found);
         }
     }
-    // ANCHOR_END: reader
     let sent = args.records.unwrap_or(highest.map_or(0, |seq| seq + 1));
     let tally = ledger.check(&[sent]);
     let alone = args.t0.is_none(); // started by hand: this is the whole run

@@ -32,8 +32,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (left_reads, right_writes) = pipe().context("pipe")?; // from right to left
     let (right_reads, left_writes) = pipe().context("pipe")?; // from left to right
     let demo = getpid();
-    // SAFETY: single-threaded here; the child writes to one pipe (it would then read the
-    // other) and calls _exit.
+    // SAFETY: single-threaded here, so the child may allocate; it prints a line, writes its
+    // message into one pipe (it would then read the other) and calls _exit.
     let left = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(demo, || {
             drop((right_reads, right_writes)); // only my own ends
@@ -42,8 +42,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ForkResult::Parent { child } => child,
     };
     drop((left_reads, left_writes)); // the right side will not inherit them
-    // SAFETY: single-threaded here; the child writes to one pipe (it would then read the
-    // other) and calls _exit.
+    // SAFETY: single-threaded here, so the child may allocate; it prints a line, writes its
+    // message into one pipe (it would then read the other) and calls _exit.
     let right = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(demo, || {
             write_then_read("right", "left", &right_writes, &right_reads, size)
