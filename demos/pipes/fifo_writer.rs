@@ -23,9 +23,6 @@ use proclab::narrate::event;
 use proclab::record::{Tag, encode};
 use proclab::{cli, narrate, signals};
 
-/// The size of a record: at most PIPE_BUF (4096), so that each write is all or nothing.
-const RECORD: usize = 64;
-
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     match args.t0 {
@@ -69,7 +66,7 @@ fn write_records(args: &Args) -> anyhow::Result<()> {
         signals::sleep(Duration::from_millis(1)); // the fifo demo removes the name, then we close
         signals::bail_if_stopped()?;
     }
-    drop(fifo); // the last writer is gone: the reader will now see EOF
+    drop(fifo); // closed: with no other writer left, the reader now sees EOF
     // ANCHOR_END: writer
     let alone = args.t0.is_none(); // started by hand: this is the whole run
     event(if alone { "summary" } else { "closed" })
@@ -80,6 +77,9 @@ fn write_records(args: &Args) -> anyhow::Result<()> {
         ));
     Ok(())
 }
+
+/// The size of a record: at most PIPE_BUF (4096), so that each write is all or nothing.
+const RECORD: usize = 64;
 
 /// Fails unless `path` is a FIFO: a regular file would be overwritten, and a symbolic link
 /// could point anywhere.
