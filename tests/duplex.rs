@@ -1,5 +1,6 @@
 //! duplex: every request over two pipes and over a socketpair is matched with its
-//! response; both-sides-write-first is a deadlock that /proc shows and the watchdog ends.
+//! response; SIGTERM stops the round trips and leaves no server behind. (Both sides writing
+//! first is pipe_deadlock: tests/pipe_deadlock.rs.)
 
 mod util;
 
@@ -49,50 +50,6 @@ fn one_transport_at_a_time() {
 }
 
 #[test]
-fn the_deadlock_is_seen_in_proc_and_ended_by_the_watchdog() {
-    let mut demo = Running::start(cargo_bin!("duplex"), &["--deadlock", "--watchdog", "3"]);
-    demo.wait_for("watch");
-    let mut sides = Vec::new();
-    for side in ["left", "right"] {
-        let write = demo.wait_for_where("write", |e| e["role"] == side);
-        sides.push(pid_of(&write["pid"]));
-    }
-    // The test's own look: both asleep in the kernel's pipe write.
-    for &pid in &sides {
-        assert!(
-            eventually(Duration::from_secs(2), || proc_state(pid) == Some('S')
-                && proc_wchan(pid)
-                    .is_some_and(|place| place.contains("pipe_write"))),
-            "{pid}: {:?} in {:?}",
-            proc_state(pid),
-            proc_wchan(pid)
-        );
-    }
-    let (status, events) = demo.finish();
-    assert!(status.success(), "the demo ends by itself: {status:?}");
-    let summary = summary(&events);
-    assert_eq!(summary["deadlock_detected"], true);
-    assert!(
-        events.iter().all(|e| e["event"] != "read"),
-        "no side ever got past its write"
-    );
-    for pid in sides {
-        assert_eq!(proc_state(pid), None, "{pid} reaped");
-    }
-}
-
-#[test]
-fn ctrl_c_leaves_no_process() {
-    let mut demo = Running::start(cargo_bin!("duplex"), &["--deadlock", "--watchdog", "30"]);
-    demo.wait_for("watch");
-    let left = pid_of(&demo.wait_for_where("write", |e| e["role"] == "left")["pid"]);
-    let right = pid_of(&demo.wait_for_where("write", |e| e["role"] == "right")["pid"]);
-    demo.interrupt();
-    let (status, _) = demo.finish();
-    assert_interrupted_cleanly(status, &[left, right]);
-}
-
-#[test]
 fn sigterm_to_the_demo_alone_stops_the_round_trips() {
     let mut demo = Running::start(
         cargo_bin!("duplex"),
@@ -113,13 +70,14 @@ fn sigterm_to_the_demo_alone_stops_the_round_trips() {
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
-        .stdout(contains("--deadlock"));
+        .stdout(contains("pipe_deadlock"));
     for args in [
         &["--rounds", "0"][..],
         &["--transport", "carrier-pigeon"],
-        &["--deadlock", "--message", "100"],
-        &["--deadlock", "--watchdog", "61"],
-        &["--message", "70000"], // only with --deadlock
+        // The deadlock is a program of its own now (pipe_deadlock): its options, and the
+        // old "--message only with --deadlock" conflict, are unknown here.
+        &["--deadlock"],
+        &["--message", "70000"],
     ] {
         assert_usage_error(demo(), args);
     }

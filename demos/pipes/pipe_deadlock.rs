@@ -1,0 +1,180 @@
+//! pipe_deadlock — both sides write first: two processes asleep for ever in write().
+//!
+//! Demonstrates: a pipe holds 64 KiB; when two processes each write more than that to the
+//! other before reading anything, each write() sleeps until the other reads, and neither
+//! ever will. /proc shows both in state S, in the kernel's pipe write function.
+//! Run:     cargo run --bin pipe_deadlock       (add --watchdog 30 to look with ps)
+//! Observe: the watchdog sees both sides asleep in pipe_write, then kills and reaps them.
+//! Book:    book/src/pipes/duplex.md
+
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{ForkResult, Pid, fork, getpid, pipe};
+use proclab::fdio::{read_exact, write_all};
+use proclab::inspect::{inspect, wchan};
+use proclab::narrate::event;
+use proclab::{child, cli, narrate, signals};
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse();
+    narrate::init(args.json, "parent");
+    cli::run_stoppable(|| run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let size = args.message as usize;
+    // ANCHOR: sides
+    let (left_reads, right_writes) = pipe().context("pipe")?; // from right to left
+    let (right_reads, left_writes) = pipe().context("pipe")?; // from left to right
+    let demo = getpid();
+    // SAFETY: single-threaded here, so the child may allocate; it prints a line, writes its
+    // message into one pipe (it would then read the other) and calls _exit.
+    let left = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_then_exit(demo, || {
+            drop((right_reads, right_writes)); // only my own ends
+            write_then_read("left", "right", &left_writes, &left_reads, size)
+        }),
+        ForkResult::Parent { child } => child,
+    };
+    drop((left_reads, left_writes)); // the right side will not inherit them
+    // SAFETY: single-threaded here, so the child may allocate; it prints a line, writes its
+    // message into one pipe (it would then read the other) and calls _exit.
+    let right = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_then_exit(demo, || {
+            write_then_read("right", "left", &right_writes, &right_reads, size)
+        }),
+        ForkResult::Parent { child } => child,
+    };
+    drop((right_reads, right_writes)); // the demo only watches
+    // ANCHOR_END: sides
+    let sides = [("left", left), ("right", right)];
+    event("watch").say(format!(
+        "watchdog: are both asleep in write() for {:?}?",
+        args.watchdog
+    ));
+    let asleep = watch(&sides, args.watchdog)?;
+    // Stop both first: a side that saw the other die would wake with EPIPE and complain.
+    for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
+        for &(_, pid) in &sides {
+            let _ = kill(pid, signal); // SIGKILL: the only way out of this write
+        }
+    }
+    for &(name, pid) in &sides {
+        let status = child::wait_or_kill(pid)?;
+        event("reap")
+            .field("child", pid.as_raw())
+            .fields(child::ending(&status))
+            .say(format!("the {name} side: {}", child::describe(&status)));
+    }
+    event("summary")
+        .field("deadlock_detected", asleep.is_some())
+        .field("wchan", asleep.clone().unwrap_or_default())
+        .field("message_bytes", size)
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
+        .say(if asleep.is_some() {
+            "summary: each side waited for the other to read: a deadlock. Avoid it with poll() and \
+             non-blocking writes, a thread (or process) per direction, or a protocol that never has \
+             both sides writing more than the pipe holds"
+        } else {
+            "summary: no deadlock was confirmed (interrupted, or a side got past its write)"
+        });
+    Ok(())
+}
+
+/// One side: write the whole message, then read the other's.
+// ANCHOR: write_then_read
+fn write_then_read(
+    me: &'static str,
+    other: &str,
+    write_end: &OwnedFd,
+    read_end: &OwnedFd,
+    size: usize,
+) -> anyhow::Result<i32> {
+    narrate::set_role(me);
+    event("write").say(format!("writing {size} bytes to {other}, then I will read"));
+    write_all(write_end, &vec![b'x'; size])?; // sleeps once the pipe is full
+    event("read").say("my write is done; reading"); // never reached
+    read_exact(read_end, &mut vec![0u8; size])?;
+    Ok(0)
+}
+// ANCHOR_END: write_then_read
+
+/// Polls /proc until every side has slept in a pipe write for `limit` in a row; returns
+/// the kernel function they sleep in, or None if they did not (or Ctrl-C came).
+// ANCHOR: watch
+fn watch(sides: &[(&str, Pid)], limit: Duration) -> anyhow::Result<Option<String>> {
+    let mut since: Option<Instant> = None;
+    let deadline = Instant::now() + limit + Duration::from_secs(10);
+    while Instant::now() < deadline && signals::stop_requested().is_none() {
+        let places: Vec<String> = sides
+            .iter()
+            .map(|(_, pid)| wchan(pid.as_raw()).unwrap_or_default())
+            .collect();
+        let states: Vec<char> = sides
+            .iter()
+            .map(|(_, pid)| inspect(pid.as_raw()).map_or('?', |view| view.state))
+            .collect();
+        let all_asleep = states.iter().all(|&state| state == 'S')
+            && places.iter().all(|place| place.contains("pipe_write"));
+        match (all_asleep, since) {
+            (false, _) => since = None,
+            (true, None) => since = Some(Instant::now()),
+            (true, Some(start)) if start.elapsed() >= limit => {
+                let pids: Vec<String> = sides
+                    .iter()
+                    .map(|(name, pid)| format!("{name} {pid}"))
+                    .collect();
+                event("deadlock").field("wchan", &places[0]).say(format!(
+                    "kernel says {} are both S (sleeping) in {} for {limit:?}: each waits for the other \
+                     to read -- a deadlock. Killing both.",
+                    pids.join(" and "),
+                    places[0]
+                ));
+                return Ok(Some(places[0].clone()));
+            }
+            (true, Some(_)) => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
+}
+// ANCHOR_END: watch
+
+/// `--watchdog`: seconds, at most a minute.
+fn at_most_a_minute(text: &str) -> Result<Duration, String> {
+    let watchdog = cli::seconds(text)?;
+    if watchdog > Duration::from_secs(60) {
+        return Err("--watchdog is at most 60 seconds".to_owned());
+    }
+    Ok(watchdog)
+}
+
+/// Two processes, two pipes, and both write first: a deadlock.
+///
+/// Each side writes a message larger than a pipe holds to the other, then would read. A
+/// watchdog (the demo's first process) watches both in /proc: once both have slept in the
+/// kernel's pipe write for --watchdog seconds, it kills and reaps them.
+#[derive(Parser)]
+#[command(
+    after_help = "Examples:\n  pipe_deadlock\n  pipe_deadlock --watchdog 30    \
+                        (then look: cat /proc/$(pgrep -n pipe_deadlock)/wchan)"
+)]
+struct Args {
+    /// The size of each side's message (65537-16777216 bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u64).range(65_537..=16_777_216))]
+    message: u64,
+
+    /// How long both must sleep in write() to call it a deadlock (0-60 s).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = at_most_a_minute)]
+    watchdog: Duration,
+
+    /// Print the timeline as JSON Lines.
+    #[arg(long)]
+    json: bool,
+}

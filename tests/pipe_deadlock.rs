@@ -1,0 +1,90 @@
+//! pipe_deadlock: both sides write more than a pipe holds before reading; /proc shows both
+//! asleep in the kernel's pipe write, the watchdog kills and reaps them, and Ctrl-C leaves
+//! no process.
+
+mod util;
+
+use std::time::Duration;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("pipe_deadlock")
+}
+
+#[test]
+fn the_deadlock_is_seen_in_proc_and_ended_by_the_watchdog() {
+    let mut demo = Running::start(cargo_bin!("pipe_deadlock"), &["--watchdog", "3"]);
+    demo.wait_for("watch");
+    let mut sides = Vec::new();
+    for side in ["left", "right"] {
+        let write = demo.wait_for_where("write", |e| e["role"] == side);
+        sides.push(pid_of(&write["pid"]));
+    }
+    // The test's own look: both asleep in the kernel's pipe write.
+    for &pid in &sides {
+        assert!(
+            eventually(Duration::from_secs(2), || proc_state(pid) == Some('S')
+                && proc_wchan(pid)
+                    .is_some_and(|place| place.contains("pipe_write"))),
+            "{pid}: {:?} in {:?}",
+            proc_state(pid),
+            proc_wchan(pid)
+        );
+    }
+    let (status, events) = demo.finish();
+    assert!(status.success(), "the demo ends by itself: {status:?}");
+    let summary = summary(&events);
+    assert_eq!(summary["deadlock_detected"], true);
+    assert_eq!(summary["message_bytes"], 262_144);
+    assert!(
+        summary["wchan"]
+            .as_str()
+            .is_some_and(|place| place.contains("pipe_write")),
+        "{summary}"
+    );
+    assert!(
+        events.iter().all(|e| e["event"] != "read"),
+        "no side ever got past its write"
+    );
+    for pid in sides {
+        assert_eq!(proc_state(pid), None, "{pid} reaped");
+    }
+}
+
+#[test]
+fn ctrl_c_leaves_no_process() {
+    let mut demo = Running::start(cargo_bin!("pipe_deadlock"), &["--watchdog", "30"]);
+    demo.wait_for("watch");
+    let left = pid_of(&demo.wait_for_where("write", |e| e["role"] == "left")["pid"]);
+    let right = pid_of(&demo.wait_for_where("write", |e| e["role"] == "right")["pid"]);
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &[left, right]);
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("--message"))
+        .stdout(contains("--watchdog"));
+    for args in [
+        &["--message", "100"][..],
+        &["--message", "65536"], // it fits in the pipe: no deadlock
+        &["--watchdog", "61"],
+        &["--watchdog", "soon"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("pipe_deadlock"),
+        &[&["--watchdog", "0"], &["--json", "--watchdog", "0"]],
+    );
+}
