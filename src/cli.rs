@@ -5,7 +5,8 @@
 //! that follows it), and a runtime error is one line — the failing call and its errno —
 //! with exit status 1.
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
 use std::time::Duration;
 
@@ -137,6 +138,41 @@ pub fn seconds_up_to(max: f64) -> impl Fn(&str) -> Result<Duration, String> + Cl
         }
         Ok(Duration::from_secs_f64(seconds))
     }
+}
+
+/// The path of `name`, another program of this project, built beside the running one
+/// (`target/debug/`). `cargo run --bin fifo` builds `fifo` only: if `name` is missing and
+/// cargo started us (it sets `CARGO` and `CARGO_MANIFEST_DIR` for `cargo run`), it is
+/// built the same way first, quietly, so that `cargo run --bin fifo` works on a fresh clone.
+pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let me = std::env::current_exe().context("current_exe")?;
+    let program = me.with_file_name(name);
+    if program.is_file() {
+        return Ok(program);
+    }
+    let (Some(cargo), Some(manifest_dir)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        anyhow::bail!("{} is missing: cargo build --bin {name}", program.display());
+    };
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "--bin", name, "--manifest-path"]);
+    build.arg(Path::new(&manifest_dir).join("Cargo.toml"));
+    if me.parent().and_then(Path::file_name) == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let output = build
+        .output()
+        .with_context(|| format!("cargo build --bin {name}"))?;
+    let complaint = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(
+        output.status.success() && program.is_file(),
+        "cargo build --bin {name} failed: {}",
+        complaint.lines().next().unwrap_or("no message")
+    );
+    Ok(program)
 }
 
 /// Parses the name of a signal whose default action kills a process — `KILL`, `SIGKILL`,

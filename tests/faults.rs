@@ -19,7 +19,24 @@ use std::time::{Duration, Instant};
 
 /// The programs, the arguments of a run of about a second (the moment of the fault is
 /// drawn from it), and how long that run lasts.
-const PROGRAMS: &[(&str, &[&str], f64)] = &[("zombie", &["--children", "3"], 1.0)];
+const PROGRAMS: &[(&str, &[&str], f64)] = &[
+    ("zombie", &["--children", "3"], 1.0),
+    ("pipe", &["--records", "500000"], 0.8),
+    ("pipe_capacity", &[], 0.1),
+    ("pipe_atomic", &[], 1.0),
+    ("sigpipe", &[], 0.02),
+    ("pipe_bandwidth", &["--mebibytes", "16"], 0.5),
+    ("mqueue", &["--messages", "50000"], 0.9),
+    ("mq_priorities", &["--hold", "1"], 1.0),
+    ("mq_full", &[], 0.02),
+    ("mq_vs_pipe", &["--messages", "25000"], 0.9),
+    (
+        "worker_pool",
+        &["--tasks", "1000", "--task-cost", "uniform"],
+        1.0,
+    ),
+    ("prefork", &["--seconds", "1"], 1.0),
+];
 
 /// How long a program may take to end after the fault, and then its group to vanish.
 const HANG: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 //! with no reader fails with ENXIO; two programs with no common ancestor meet at the path,
 //! each one's open() waiting for the other (a rendezvous); once both ends are open the
 //! name can go: the pipe lives on.
-//! Run:     cargo run --bin fifo            (after cargo build --bin fifo_reader --bin fifo_writer)
+//! Run:     cargo run --bin fifo            (it builds fifo_reader and fifo_writer if need be)
 //! Observe: the first side's open() returns only when the second side opens.
 //! Book:    book/src/pipes/fifo.md
 
@@ -34,6 +34,9 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     if args.delay > Duration::from_secs(60) {
         cli::usage_error("--delay is at most 60 seconds");
+    }
+    for side in ["fifo_reader", "fifo_writer"] {
+        cli::sibling_program(side)?; // both exist before anything is made
     }
     // ANCHOR: mkfifo
     let mut dir = PrivateDir::new().context("mkdtemp")?; // mode 0700: nobody else gets in
@@ -118,9 +121,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// inherits nothing from the demo but stdout, stderr and the clock (`--t0`).
 // ANCHOR: exec
 fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
-    let program = std::env::current_exe()?.with_file_name(format!("fifo_{role}"));
+    let program = cli::sibling_program(&format!("fifo_{role}"))?; // target/debug/fifo_reader
     let shown = program.display();
-    anyhow::ensure!(program.is_file(), "{shown} is missing (cargo build --bins)");
     let mut command = Command::new(&program);
     command.arg(path).args(["--records", &records.to_string()]);
     command.args(["--t0", &narrate::start_ns().to_string()]); // our clock
