@@ -151,12 +151,19 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
     if program.is_file() {
         return Ok(program);
     }
+    let missing = || anyhow::anyhow!("{} is missing: cargo build --bin {name}", program.display());
     let (Some(cargo), Some(manifest_dir)) = (
         std::env::var_os("CARGO"),
         std::env::var_os("CARGO_MANIFEST_DIR"),
     ) else {
-        anyhow::bail!("{} is missing: cargo build --bin {name}", program.display());
+        return Err(missing());
     };
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&manifest_dir).join("target"));
+    if !me.starts_with(&target_dir) {
+        return Err(missing()); // a copy elsewhere: cargo would build somewhere else
+    }
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "--bin", name, "--manifest-path"]);
     build.arg(Path::new(&manifest_dir).join("Cargo.toml"));
@@ -168,11 +175,14 @@ pub fn sibling_program(name: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cargo build --bin {name}"))?;
     let complaint = String::from_utf8_lossy(&output.stderr);
     anyhow::ensure!(
-        output.status.success() && program.is_file(),
+        output.status.success(),
         "cargo build --bin {name} failed: {}",
         complaint.lines().next().unwrap_or("no message")
     );
-    Ok(program)
+    program
+        .is_file()
+        .then_some(program.clone())
+        .ok_or_else(missing)
 }
 
 /// Parses the name of a signal whose default action kills a process — `KILL`, `SIGKILL`,

@@ -184,25 +184,20 @@ fn help_and_bad_arguments() {
 }
 
 #[test]
-fn a_missing_side_program_is_one_clear_error_and_leaves_nothing() {
-    // The demo alone, without fifo_reader and fifo_writer beside it.
+fn a_missing_side_program_is_one_clear_error_and_makes_nothing() {
+    // The demo alone, without fifo_reader and fifo_writer beside it: it says so before it
+    // makes the FIFO (its TMPDIR stays empty) or starts anything.
     let scratch = Scratch::new("fifo-alone");
     let lonely = scratch.0.join("fifo");
     std::fs::copy(cargo_bin!("fifo"), &lonely).expect("copy the demo");
-    let events = run_json_failing(
-        assert_cmd::Command::new(&lonely),
-        &[],
-        "fifo_reader is missing",
-    );
-    let path = Path::new(find(&events, "mkfifo")["path"].as_str().expect("path")).to_owned();
-    assert!(
-        !path.parent().expect("dir").exists(),
-        "{path:?} left behind"
-    );
-    assert!(
-        events.iter().all(|e| e["event"] != "start"),
-        "nothing started"
-    );
+    let tmp = scratch.0.join("tmp");
+    std::fs::create_dir(&tmp).expect("a TMPDIR of its own");
+    let mut demo = assert_cmd::Command::new(&lonely);
+    demo.env("TMPDIR", &tmp);
+    let events = run_json_failing(demo, &[], "fifo_reader is missing");
+    assert!(events.is_empty(), "nothing happened: {events:?}");
+    let made: Vec<_> = std::fs::read_dir(&tmp).expect("read TMPDIR").collect();
+    assert!(made.is_empty(), "nothing made in TMPDIR: {made:?}");
 }
 
 #[test]
