@@ -78,7 +78,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     )
 }
 
-/// Fork children that exit one after another over a second, with SIGCHLD ignored; wait
+/// Set SIGCHLD to SIG_IGN, fork children that exit one after another over a second, wait
 /// for them, and see that the kernel has reaped them all and kept no status.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  sigchld_ignore\n  sigchld_ignore --children 100 --json")]
