@@ -6,8 +6,6 @@
 //! Run:     cargo run --bin zombie            (add -- --hold 30 to inspect it with ps)
 //! Observe: the kernel reports state Z for the child until the parent reaps it.
 //! Book:    book/src/lifecycle/zombie.md
-//!
-//! Ctrl-C during the hold reaps the zombies at once, then the demo dies by SIGINT.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,32 +19,6 @@ use proclab::inspect::{exists, inspect, wait_for_state};
 use proclab::narrate::event;
 use proclab::{child, cli, narrate, signals};
 
-/// Make zombies: children that have exited but that nobody has waited for yet.
-///
-/// The parent forks children that exit at once, and does not wait. It reads each child's
-/// state from /proc (Z, zombie), sends one of them SIGKILL to show that a zombie cannot
-/// be killed, holds them for a while so you can see them with ps, then reaps each with
-/// waitpid and shows the exit status the kernel kept and that /proc/<pid> is gone.
-#[derive(Parser)]
-#[command(
-    after_help = "Examples:\n  zombie\n  zombie --hold 30      (then run the ps command it prints)\n  \
-                        zombie --children 5 --json"
-)]
-struct Args {
-    /// How many children to fork (1-1000); child i calls _exit(7 + i).
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=1000))]
-    children: u16,
-
-    /// Keep the zombies unreaped this long (0-3600 s), to look at them from outside.
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds)]
-    hold: Duration,
-
-    /// Print the timeline as JSON Lines.
-    #[arg(long)]
-    json: bool,
-}
-
 fn main() -> ExitCode {
     let args: Args = cli::parse();
     narrate::init(args.json, "parent");
@@ -54,14 +26,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    signals::catch_stop_signals()?;
     let parent = getpid();
 
     // ANCHOR: fork
     let mut children = Vec::new();
     for index in 0..args.children {
         let status = 7 + i32::from(index); // the kernel keeps only the low 8 bits
-        // SAFETY: single-threaded here; the child only narrates and calls _exit.
+        // SAFETY: single-threaded here; the child narrates one line (which allocates) and
+        // calls _exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("child");
@@ -165,4 +137,30 @@ fn summarize(zombies: &[i32], statuses: &[Option<i32>], state_after_kill: char) 
              {reaped} reaped by waitpid",
             zombies.len()
         ));
+}
+
+/// Make zombies: children that have exited but that nobody has waited for yet.
+///
+/// The parent forks children that exit at once, and does not wait. It reads each child's
+/// state from /proc (Z, zombie), sends one of them SIGKILL to show that a zombie cannot
+/// be killed, holds them for a while so you can see them with ps, then reaps each with
+/// waitpid and shows the exit status the kernel kept and that /proc/<pid> is gone.
+#[derive(Parser)]
+#[command(
+    after_help = "Examples:\n  zombie\n  zombie --hold 30      (then run the ps command it prints)\n  \
+                        zombie --children 5 --json"
+)]
+struct Args {
+    /// How many children to fork (1-1000); child i calls _exit(7 + i).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    children: u16,
+
+    /// Keep the zombies unreaped this long (0-3600 s), to look at them from outside.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds)]
+    hold: Duration,
+
+    /// Print the timeline as JSON Lines.
+    #[arg(long)]
+    json: bool,
 }

@@ -1,0 +1,200 @@
+//! orphan — a child whose parent exits first is adopted.
+//!
+//! Demonstrates: when a process exits, the kernel gives its living children a new parent:
+//! the nearest ancestor that declared itself a child subreaper, or else PID 1 (init). The
+//! orphan sees it as a change of getppid(); its new parent is the one that reaps it.
+//! Run:     cargo run --bin orphan            (add -- --no-subreaper for the system's way)
+//! Observe: the orphan's PPid in /proc changes from its parent's pid to the adopter's.
+//! Book:    book/src/lifecycle/orphan.md
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe};
+use proclab::inspect::{inspect, running};
+use proclab::narrate::event;
+use proclab::{child, cli, narrate, signals};
+
+fn main() -> ExitCode {
+    let args: Args = cli::parse();
+    narrate::init(args.json, "reaper");
+    cli::run_stoppable(|| run(&args))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let demo = getpid();
+    // ANCHOR: subreaper
+    if !args.no_subreaper {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes a flag and touches no memory of ours.
+        let result = unsafe {
+            libc::prctl(
+                libc::PR_SET_CHILD_SUBREAPER, // the option: adopt the orphans below me
+                1 as libc::c_ulong,           // its argument: 1 = on, 0 = off
+            )
+        };
+        Errno::result(result).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+        event("subreaper").say("prctl(PR_SET_CHILD_SUBREAPER, 1): orphans below me come to me");
+    }
+    // ANCHOR_END: subreaper
+
+    let (from_parent, to_demo) = pipe().context("pipe")?; // the parent reports its child's pid
+    let (release, release_orphan) = pipe().context("pipe")?; // EOF here lets the orphan end
+    // SAFETY: single-threaded here; the child narrates (which allocates), forks once,
+    // writes to a pipe and calls _exit.
+    let parent = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_then_exit(demo, || {
+            drop(release_orphan); // only the demo may hold it: its close, or death, is the signal
+            be_the_parent(to_demo, release)
+        }),
+        ForkResult::Parent { child } => child,
+    };
+    drop((to_demo, release));
+    event("fork")
+        .field("child", parent.as_raw())
+        .say(format!("fork() -> parent {parent}"));
+    let mut pid = [0u8; 4];
+    File::from(from_parent).read_exact(&mut pid)?; // the parent's report: its child's pid
+    let orphan = Pid::from_raw(i32::from_ne_bytes(pid));
+    let orphaned = format!("the parent is gone, its child {orphan} is an orphan");
+    reap(parent, &orphaned)?;
+    // ANCHOR: adopted
+    let adopter = inspect(orphan.as_raw())?.ppid; // the kernel's answer: who is its parent now?
+    let adopter_name = inspect(adopter).map(|view| view.comm).unwrap_or_default();
+    let who = match adopter == demo.as_raw() {
+        true => "me, the subreaper",
+        false => "not me",
+    };
+    event("adopted")
+        .field("child", orphan.as_raw())
+        .field("ppid", adopter)
+        .field("comm", &adopter_name)
+        .say(format!(
+            "kernel says {orphan}'s parent is now {adopter} ({adopter_name}): {who}"
+        ));
+    // ANCHOR_END: adopted
+    if !args.hold.is_zero() {
+        let seconds = args.hold.as_secs_f64();
+        let look = format!("see it with:  ps -o pid,ppid,stat,cmd -p {orphan}");
+        let text = format!("keeping the orphan alive {seconds}s; {look}");
+        event("hold")
+            .field("child", orphan.as_raw())
+            .field("seconds", seconds)
+            .say(text);
+        signals::sleep(args.hold);
+    }
+    drop(release_orphan); // the orphan's read returns: it exits
+    // ANCHOR: reap
+    if adopter == demo.as_raw() {
+        reap(orphan, "I adopted it, so I reap it")?; // my child now, like any other
+    } else {
+        // Not my child: waitpid would fail with ECHILD. Watch /proc until it has ended.
+        while running(orphan.as_raw()) {
+            if !signals::sleep(Duration::from_millis(10)) {
+                let _ = kill(orphan, Signal::SIGKILL); // Ctrl-C: it must not outlive us
+            }
+        }
+        event("ended").field("child", orphan.as_raw()).say(format!(
+            "kernel says {orphan} has ended; reaping it is {adopter}'s job, not mine"
+        ));
+    }
+    // ANCHOR_END: reap
+    event("summary")
+        .field("child", orphan.as_raw())
+        .field("parent_before", parent.as_raw())
+        .field("parent_after", adopter)
+        .field("adopter", &adopter_name)
+        .field("subreaper", (!args.no_subreaper).then_some(demo.as_raw()))
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
+        .say(format!(
+            "summary: orphan {orphan} went from parent {parent} to {adopter} ({adopter_name})"
+        ));
+    Ok(())
+}
+
+/// The middle process: fork the orphan-to-be, let it see us, tell the demo its pid, exit.
+// ANCHOR: parent
+fn be_the_parent(to_demo: OwnedFd, release: OwnedFd) -> anyhow::Result<i32> {
+    narrate::set_role("parent");
+    let me = getpid();
+    let (seen, saw_me) = pipe()?;
+    // SAFETY: single-threaded here; the child narrates (which allocates), watches
+    // getppid, waits on a pipe and calls _exit.
+    let orphan = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_unbound_then_exit(|| be_the_orphan(me, saw_me, release)),
+        ForkResult::Parent { child } => child,
+    };
+    drop((saw_me, release));
+    event("fork")
+        .field("child", orphan.as_raw())
+        .say(format!("fork() -> child {orphan}"));
+    File::from(seen).read_exact(&mut [0u8])?; // wait until the child has seen me
+    File::from(to_demo).write_all(&orphan.as_raw().to_ne_bytes())?;
+    event("exit").say(format!("_exit(0) without waiting for {orphan}"));
+    Ok(0)
+}
+// ANCHOR_END: parent
+
+/// The orphan: watch getppid() until it changes; live until the demo releases it.
+// ANCHOR: orphan
+fn be_the_orphan(parent: Pid, saw_parent: OwnedFd, release: OwnedFd) -> anyhow::Result<i32> {
+    narrate::set_role("child");
+    let before = getppid();
+    event("started")
+        .field("ppid", before.as_raw())
+        .say(format!("getppid() -> {before}"));
+    File::from(saw_parent).write_all(b"!")?; // now the parent may go
+    while getppid() == parent {
+        std::thread::sleep(Duration::from_millis(1)); // until the kernel gives me a new parent
+    }
+    let after = getppid();
+    event("reparented")
+        .field("ppid", after.as_raw())
+        .field("was", before.as_raw())
+        .say(format!(
+            "getppid() -> {after}, was {before}: my parent exited and I was adopted"
+        ));
+    // No parent-death signal can bind an orphan to the demo; a pipe can. The read returns
+    // when the demo closes its end, or dies.
+    let _ = File::from(release).read(&mut [0u8]);
+    event("exit").say("released: _exit(0)");
+    Ok(0)
+}
+// ANCHOR_END: orphan
+
+/// `waitpid(pid, 0)`, killing the child on Ctrl-C (as fork_exec_wait does); narrated.
+fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
+    let status = child::wait_or_kill(pid)?;
+    let ending = child::ending(&status);
+    let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
+    event("reap")
+        .field("child", pid.as_raw())
+        .fields(ending)
+        .say(text);
+    Ok(())
+}
+
+/// Make an orphan and watch who adopts it: the demo (role "reaper", a child subreaper)
+/// forks a parent, which forks a child and exits; the demo adopts the child and reaps it.
+/// With --no-subreaper the system adopts it (PID 1, or systemd --user...).
+#[derive(Parser)]
+#[command(after_help = "Examples:\n  orphan\n  orphan --hold 30\n  orphan --no-subreaper --json")]
+struct Args {
+    /// Let the system adopt the orphan instead of the demo.
+    #[arg(long)]
+    no_subreaper: bool,
+
+    /// Keep the adopted orphan alive this long (0-3600 s), to look at it from outside.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
+    hold: Duration,
+
+    /// Print the timeline as JSON Lines.
+    #[arg(long)]
+    json: bool,
+}
