@@ -5,8 +5,8 @@
 //!       exit with CODE after MS milliseconds, or when FIFO reaches end-of-file (every
 //!       child of a burst waits on one FIFO; the grader closes it and they exit at once)
 //!   lab-child hold [--id N]     sleep until a signal ends it (the grader sends it)
-//!   lab-child add K             copy stdin to stdout, adding K to every byte (a stage)
-//! `--id N` only labels the process for the grader, which finds it by its command line.
+//!   lab-child add K [--stage N] copy stdin to stdout, adding K to every byte (a stage)
+//! `--id N` and `--stage N` only label the process for the grader, which finds it by its command line.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -44,7 +44,11 @@ fn main() {
                             .iter()
                             .map(|byte| byte.wrapping_add(add))
                             .collect();
-                        if output.write_all(&shifted).is_err() {
+                        if output
+                            .write_all(&shifted)
+                            .and_then(|()| output.flush())
+                            .is_err()
+                        {
                             break;
                         }
                     }

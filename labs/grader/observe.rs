@@ -97,7 +97,6 @@ pub struct Fd {
 
 impl Fd {
     /// Opened for writing (O_WRONLY or O_RDWR)?
-    #[allow(dead_code)] // the pipeline lab's
     pub fn writes(&self) -> bool {
         self.flags & 0o3 != 0
     }

@@ -82,7 +82,19 @@ impl Session {
     /// Starts the program in its own process group. The caller built `command` (pipes,
     /// descriptors, environment) and keeps the returned `Child`'s pipes; the session waits
     /// for it with waitpid, never `Child::wait`.
-    pub fn spawn(&mut self, command: &mut Command) -> anyhow::Result<Child> {
+    ///
+    /// The program gets descriptors 0, 1, 2 and the `passed` ones the lab put at 3, 4, …
+    /// (in its own `pre_exec`), nothing else: whatever the grader inherited is closed.
+    pub fn spawn(&mut self, command: &mut Command, passed: u32) -> anyhow::Result<Child> {
+        let first_closed = 3 + passed;
+        // SAFETY: runs between fork and exec, after the lab's own pre_exec; close_range
+        // is a single system call and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0);
+                Ok(())
+            });
+        }
         let child = command
             .process_group(0)
             .spawn()

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::session::Session;
 
+mod pipeline;
 mod reaper;
 
 /// The verdicts of one run, by check id.
@@ -39,6 +40,7 @@ pub fn grade(
 ) -> anyhow::Result<Findings> {
     match lab {
         "reaper" => reaper::grade(session, program, seed),
+        "pipeline" => pipeline::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
@@ -47,6 +49,7 @@ pub fn grade(
 pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
     match lab {
         "reaper" => Ok(reaper::answers(seed)),
+        "pipeline" => Ok(pipeline::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }

@@ -226,7 +226,7 @@ pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result
             Ok(())
         });
     }
-    let mut child = session.spawn(&mut command)?;
+    let mut child = session.spawn(&mut command, 1)?;
     drop(report_write);
     let mut stdin = child.stdin.take().expect("stdin was piped");
     let program_pid = child.id() as i32;
