@@ -72,7 +72,6 @@ impl Session {
     }
 
     /// A name for a POSIX shared-memory region or queue, unlinked when the session ends.
-    #[allow(dead_code)] // the lock and mq_prio labs
     pub fn ipc_name(&mut self, what: &str) -> String {
         let name = format!("/proclab-lab-{}-{what}", std::process::id());
         self.ipc.push(name.clone());

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::session::Session;
 
+mod mq_prio;
 mod pipeline;
 mod reaper;
 
@@ -41,6 +42,7 @@ pub fn grade(
     match lab {
         "reaper" => reaper::grade(session, program, seed),
         "pipeline" => pipeline::grade(session, program, seed),
+        "mq_prio" => mq_prio::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
@@ -50,6 +52,7 @@ pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
     match lab {
         "reaper" => Ok(reaper::answers(seed)),
         "pipeline" => Ok(pipeline::answers(seed)),
+        "mq_prio" => Ok(mq_prio::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
