@@ -145,7 +145,6 @@ impl Session {
     }
 
     /// Sleeps `duration`, ticking.
-    #[allow(dead_code)] // the pool lab's
     pub fn sleep(&mut self, duration: Duration) {
         let until = Instant::now() + duration;
         while Instant::now() < until && self.tick() {
