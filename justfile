@@ -42,3 +42,7 @@ bench *PART:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Grade a lab: just grade reaper --submission my_reaper.rs (see `just grade hint reaper`).
+grade LAB *ARGS:
+    @cargo run --quiet -p labs --bin grade -- {{LAB}} {{ARGS}}
