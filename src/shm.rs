@@ -3,9 +3,14 @@
 //! After `fork`, parent and child have *copies* of each other's memory: a child's write is
 //! invisible to the parent. To share, the memory must be mapped `MAP_SHARED` before the
 //! fork (an anonymous private mapping, like the heap, is copied on write). [`SharedArray`]
-//! is such a mapping, seen as an `ndarray` array; [`Shared`] holds one value;
+//! is such a mapping, seen as an `ndarray` array; [`SharedValue`] holds one value;
 //! [`ProcessLocks`] is a robust, process-shared pthread mutex and a process-shared POSIX
 //! semaphore, initialised to work across processes, inside such a mapping.
+//!
+//! These are the wrappers for what the shared-memory programs write out first:
+//! `demos/shared/shared_mutex.rs` (mmap MAP_SHARED, PTHREAD_PROCESS_SHARED) and
+//! `demos/shared/robust_mutex.rs` (PTHREAD_MUTEX_ROBUST, EOWNERDEAD); the semaphore's
+//! `sem_init` is shown by the shared_array chapter, from this file.
 //!
 //! Nothing here has a name: the mappings vanish with the last process that has them, so
 //! nothing is ever left in /dev/shm.
@@ -72,15 +77,17 @@ impl<E: Zeroable> SharedArray<E> {
 
     /// The array as `ndarray` sees it, for writing. Each process makes its own view.
     pub fn view(&mut self) -> ArrayViewMut1<'_, E> {
-        // SAFETY: the mapping holds `len` valid (zeroed or written) elements and is page
-        // aligned; `&mut self` makes this the only view in this process, and the demos
-        // write plain elements from one process at a time (see the type's doc).
+        // SAFETY: the mapping holds `len` valid elements (zeroed, and `E: Zeroable`, or
+        // written since) and is page aligned; `&mut self` makes this the only view in this
+        // process. Nothing here can stop another process writing the same elements at the
+        // same time: that is the rule of the type's doc, which the demos keep.
         unsafe { ArrayViewMut1::from_shape_ptr(self.len, self.ptr.as_ptr()) }
     }
 
     /// Reads the array.
     pub fn as_slice(&self) -> &[E] {
-        // SAFETY: as in `view`; shared reads only.
+        // SAFETY: as in `view` (valid, aligned, and the same rule for other processes);
+        // this process only reads through it.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -129,37 +136,42 @@ pub fn store(counter: &AtomicU64, value: u64) {
 
 /// One value of type `T` in shared memory, made of atomics or other types that may be
 /// shared across processes.
-pub struct Shared<T> {
+pub struct SharedValue<T> {
     ptr: NonNull<T>,
     owned: PhantomData<T>,
 }
 
-impl<T: Sync> Shared<T> {
+impl<T: Sync> SharedValue<T> {
     /// Maps a zeroed `T`; all-zero bytes must be a valid `T` (atomics and integers are).
     ///
     /// # Safety
     /// `T` must be valid when all its bytes are zero.
-    pub unsafe fn zeroed() -> nix::Result<Shared<T>> {
-        Ok(Shared {
+    ///
+    /// # References: mmap(2) MAP_SHARED | MAP_ANONYMOUS
+    pub unsafe fn zeroed() -> nix::Result<SharedValue<T>> {
+        Ok(SharedValue {
             ptr: map_shared(size_of::<T>())?.cast(),
             owned: PhantomData,
         })
     }
 }
 
-impl<T: Sync> Deref for Shared<T> {
+impl<T: Sync> Deref for SharedValue<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the mapping holds a valid T for as long as `self` lives; T is Sync, so
-        // shared references to it may be used from anywhere.
+        // SAFETY: the mapping holds a valid T (zeroed, which `zeroed`'s caller promised is
+        // valid) until `self` is dropped; T is Sync, so shared references may be used from
+        // anywhere.
         unsafe { self.ptr.as_ref() }
     }
 }
 
-impl<T> Drop for Shared<T> {
+impl<T> Drop for SharedValue<T> {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping; drop T in place, then unmap it. (A forked child
-        // leaves with _exit and never gets here.)
+        // SAFETY: the mapping was made by `zeroed` with this size and holds a valid T; no
+        // reference from `deref` outlives `self`. A forked child's copy of `self` is never
+        // dropped (child::run_then_exit ends in _exit), so T is dropped once, by the process
+        // that made it; munmap removes only this process's view of the pages.
         unsafe {
             std::ptr::drop_in_place(self.ptr.as_ptr());
             let _ = munmap(self.ptr.cast(), size_of::<T>().max(1));
@@ -168,7 +180,7 @@ impl<T> Drop for Shared<T> {
 }
 
 /// A robust process-shared pthread mutex and a process-shared POSIX semaphore (value 1),
-/// for use inside a [`Shared`] mapping.
+/// for use inside a [`SharedValue`] mapping.
 #[repr(C)]
 pub struct ProcessLocks {
     mutex: UnsafeCell<libc::pthread_mutex_t>,
@@ -188,56 +200,93 @@ pub enum Locked {
     OwnerDied,
 }
 
+/// The mutex of a [`ProcessLocks`], held: it exists only while this process holds the
+/// mutex, and dropping it unlocks the mutex.
+#[must_use = "the mutex is unlocked as soon as the guard is dropped"]
+pub struct MutexGuard<'a> {
+    locks: &'a ProcessLocks,
+    how: Locked,
+}
+
+impl MutexGuard<'_> {
+    /// How the mutex was got: [`Locked::OwnerDied`] if its previous holder died with it.
+    pub fn how(&self) -> Locked {
+        self.how
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the guard is made only by `lock`, after pthread_mutex_lock gave this
+        // process the mutex, and there is one guard per lock: this process holds it.
+        unsafe { libc::pthread_mutex_unlock(self.locks.mutex.get()) };
+    }
+}
+
 impl ProcessLocks {
     /// Maps and initialises the locks: the mutex `PTHREAD_PROCESS_SHARED` and
     /// `PTHREAD_MUTEX_ROBUST`, the semaphore shared between processes with value 1.
     ///
+    /// # Safety
+    /// Every other process that uses the locks must have ended (been reaped) before the
+    /// returned value is dropped: dropping destroys them, and destroying a mutex or a
+    /// semaphore that another process is waiting for is undefined (pthread_mutex_destroy(3),
+    /// sem_destroy(3)).
+    ///
     /// # References: pthread_mutexattr_setpshared(3), pthread_mutexattr_setrobust(3),
     /// sem_init(3)
-    pub fn new() -> nix::Result<Shared<ProcessLocks>> {
+    pub unsafe fn new() -> nix::Result<SharedValue<ProcessLocks>> {
         // SAFETY: zeroed bytes are a valid (uninitialised-but-harmless) pthread_mutex_t
         // and sem_t; both are initialised below before any use.
-        let locks: Shared<ProcessLocks> = unsafe { Shared::zeroed()? };
-        // SAFETY: the attribute lives on this stack frame only; the mutex and semaphore
-        // live in the mapping and are initialised exactly once, before any fork.
+        let locks: SharedValue<ProcessLocks> = unsafe { SharedValue::zeroed()? };
+        // SAFETY: the attribute lives on this stack frame only and is initialised before
+        // use; the mutex lives in the fresh mapping, which no other process has yet, and
+        // is initialised exactly once.
         unsafe {
             let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            check(libc::pthread_mutexattr_setpshared(
+            pthread_result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            pthread_result(libc::pthread_mutexattr_setpshared(
                 attr.as_mut_ptr(),
                 libc::PTHREAD_PROCESS_SHARED,
             ))?;
-            check(libc::pthread_mutexattr_setrobust(
+            pthread_result(libc::pthread_mutexattr_setrobust(
                 attr.as_mut_ptr(),
                 libc::PTHREAD_MUTEX_ROBUST,
             ))?;
-            check(libc::pthread_mutex_init(locks.mutex.get(), attr.as_ptr()))?;
+            pthread_result(libc::pthread_mutex_init(locks.mutex.get(), attr.as_ptr()))?;
             libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
-            Errno::result(libc::sem_init(locks.semaphore.get(), 1, 1))?;
         }
+        // ANCHOR: sem_init
+        // SAFETY: the semaphore lives in the fresh shared mapping, which no other process
+        // has yet, and is initialised exactly once.
+        let result = unsafe {
+            libc::sem_init(
+                locks.semaphore.get(), // in the MAP_SHARED mapping, so children share it
+                1,                     // pshared: used by several processes, not threads
+                1,                     // the value: one process at a time may pass sem_wait
+            )
+        };
+        // ANCHOR_END: sem_init
+        Errno::result(result)?;
         Ok(locks)
     }
 
-    /// Locks the mutex; if its holder died, recovers it with `pthread_mutex_consistent`.
+    /// Locks the mutex, sleeping while another process holds it; if its holder died,
+    /// recovers it with `pthread_mutex_consistent`. The guard unlocks it when dropped.
     ///
     /// # References: pthread_mutex_lock(3), pthread_mutex_consistent(3)
-    pub fn lock(&self) -> nix::Result<Locked> {
+    pub fn lock(&self) -> nix::Result<MutexGuard<'_>> {
         // SAFETY: the mutex was initialised in `new` and lives as long as `self`.
-        match unsafe { libc::pthread_mutex_lock(self.mutex.get()) } {
-            0 => Ok(Locked::Acquired),
+        let how = match unsafe { libc::pthread_mutex_lock(self.mutex.get()) } {
+            0 => Locked::Acquired,
             libc::EOWNERDEAD => {
-                // SAFETY: we hold the mutex now (EOWNERDEAD means acquired).
-                check(unsafe { libc::pthread_mutex_consistent(self.mutex.get()) })?;
-                Ok(Locked::OwnerDied)
+                // SAFETY: EOWNERDEAD means this process got the mutex; it is initialised.
+                pthread_result(unsafe { libc::pthread_mutex_consistent(self.mutex.get()) })?;
+                Locked::OwnerDied
             }
-            error => Err(Errno::from_raw(error)),
-        }
-    }
-
-    /// Unlocks the mutex.
-    pub fn unlock(&self) -> nix::Result<()> {
-        // SAFETY: the caller holds the mutex.
-        check(unsafe { libc::pthread_mutex_unlock(self.mutex.get()) })
+            error => return Err(Errno::from_raw(error)),
+        };
+        Ok(MutexGuard { locks: self, how })
     }
 
     /// `sem_wait`: takes the semaphore (value 1 -> 0), sleeping while it is 0.
@@ -253,7 +302,8 @@ impl ProcessLocks {
         }
     }
 
-    /// `sem_post`: gives the semaphore back.
+    /// `sem_post`: gives the semaphore back. Unlike a mutex, a semaphore has no owner:
+    /// any process may post it.
     ///
     /// # References: sem_post(3)
     pub fn post(&self) -> nix::Result<()> {
@@ -264,19 +314,35 @@ impl ProcessLocks {
 
 impl Drop for ProcessLocks {
     fn drop(&mut self) {
-        // SAFETY: nobody uses the locks any more (the workers have been reaped).
+        // SAFETY: both were initialised in `new`, whose caller promised that every other
+        // process using them has ended: nobody waits for them. A process that died inside
+        // its critical section left the robust mutex locked; trylock takes it (EOWNERDEAD)
+        // so that it is unlocked before being destroyed, as pthread_mutex_destroy(3) asks.
+        // No guard is alive (a guard borrows `self`).
         unsafe {
-            libc::pthread_mutex_destroy(self.mutex.get());
+            let mutex = self.mutex.get();
+            match libc::pthread_mutex_trylock(mutex) {
+                0 => libc::pthread_mutex_unlock(mutex),
+                libc::EOWNERDEAD => {
+                    libc::pthread_mutex_consistent(mutex);
+                    libc::pthread_mutex_unlock(mutex)
+                }
+                _ => 0,
+            };
+            libc::pthread_mutex_destroy(mutex);
             libc::sem_destroy(self.semaphore.get());
         }
     }
 }
 
-fn check(result: libc::c_int) -> nix::Result<()> {
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(Errno::from_raw(result))
+/// A pthread function's result as a `Result`: pthread functions return the error number
+/// (0 for success) instead of setting errno.
+///
+/// # References: pthreads(7) "Return values from pthreads functions"
+pub fn pthread_result(result: libc::c_int) -> nix::Result<()> {
+    match result {
+        0 => Ok(()),
+        error => Err(Errno::from_raw(error)),
     }
 }
 
@@ -300,10 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn the_locks_lock_and_unlock() {
-        let locks = ProcessLocks::new().expect("locks");
-        assert_eq!(locks.lock(), Ok(Locked::Acquired));
-        locks.unlock().expect("unlock");
+    fn the_mutex_is_unlocked_when_its_guard_drops() {
+        // SAFETY: no other process uses these locks.
+        let locks = unsafe { ProcessLocks::new() }.expect("locks");
+        let held = locks.lock().expect("lock");
+        assert_eq!(held.how(), Locked::Acquired);
+        // SAFETY: the mutex is initialised; trylock does not block.
+        let busy = unsafe { libc::pthread_mutex_trylock(locks.mutex.get()) };
+        assert_eq!(busy, libc::EBUSY, "held while the guard lives");
+        drop(held);
+        drop(locks.lock().expect("lock again after the guard dropped"));
         locks.wait().expect("sem_wait");
         locks.post().expect("sem_post");
     }

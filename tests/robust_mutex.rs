@@ -1,0 +1,96 @@
+//! robust_mutex: the holder killed inside its critical section is reaped; exactly one
+//! survivor sees EOWNERDEAD and recovers the mutex; the survivors' count is exact.
+
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use predicates::str::contains;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("robust_mutex")
+}
+
+#[test]
+fn a_robust_mutex_survives_its_holders_death() {
+    let events = run_json(demo(), &["--iterations", "100000"]);
+    let killed = pid_of(&find(&events, "killed")["child"]);
+    assert_eq!(proc_state(killed), None, "the killed holder was reaped");
+    assert_eq!(
+        pid_of(&find(&events, "holding")["pid"]),
+        killed,
+        "it held the mutex"
+    );
+    let recoveries = events.iter().filter(|e| e["event"] == "owner_died").count();
+    assert_eq!(recoveries, 1, "exactly one worker saw EOWNERDEAD");
+    let recovered_by = pid_of(&find(&events, "owner_died")["pid"]);
+    assert_ne!(recovered_by, killed);
+    let row = summary(&events)["strategies"][0].clone();
+    assert_eq!(
+        row["expected"], 300_000,
+        "the three surviving workers' work"
+    );
+    assert_eq!(row["got"], 300_000, "{row}");
+    assert_eq!(row["lost"], 0);
+    assert_eq!(find(&events, "result")["got"], 300_000);
+}
+
+#[test]
+fn two_workers_are_enough_one_to_die_and_one_to_recover() {
+    let events = run_json(demo(), &["--workers", "2", "--iterations", "1000"]);
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "owner_died").count(),
+        1
+    );
+    assert_eq!(summary(&events)["strategies"][0]["got"], 1000);
+}
+
+#[test]
+fn ctrl_c_after_the_recovery_leaves_no_worker() {
+    let mut demo = Running::start(cargo_bin!("robust_mutex"), &["--iterations", "100000000"]);
+    demo.wait_for("owner_died");
+    let mut workers = Vec::new();
+    let survivors = eventually(std::time::Duration::from_secs(10), || {
+        workers = demo.children();
+        workers.len() == 3 // the holder reaped, the 3 others adding
+    });
+    assert!(
+        survivors,
+        "the test sees the 3 survivors in /proc: {workers:?}"
+    );
+    demo.interrupt();
+    let (status, events) = demo.finish();
+    assert_interrupted_cleanly(status, &workers);
+    assert!(
+        events.iter().all(|e| e["event"] != "result"),
+        "no row after Ctrl-C"
+    );
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    run(demo(), &["--help"])
+        .success()
+        .stdout(contains("EOWNERDEAD"));
+    for args in [
+        // One worker cannot both die holding the mutex and recover it (was
+        // `shared_array --lock mutex --kill-holder --workers 1`).
+        &["--workers", "1"][..],
+        &["--workers", "65"],
+        &["--iterations", "0"],
+        &["--kill-holder"],
+    ] {
+        assert_usage_error(demo(), args);
+    }
+}
+
+#[test]
+fn a_closed_stdout_causes_no_panic() {
+    assert_quiet_into_closed_pipe(
+        cargo_bin!("robust_mutex"),
+        &[
+            &["--iterations", "1000"],
+            &["--json", "--iterations", "1000"],
+        ],
+    );
+}
