@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args))
 }
 
+// ANCHOR: pair
 fn run(args: &Args) -> anyhow::Result<()> {
     let cpus = measure::usable_cpus();
     let placements = placements(args.mode, &cpus)?;
@@ -56,7 +57,6 @@ fn ping_pong(mode: Mode, cpus: [usize; 2], rounds: u64, syscall_us: f64) -> anyh
     let (b_reads, a_writes) = pipe().context("pipe")?; // A -> B: the timed side to its partner
     let (a_reads, b_writes) = pipe().context("pipe")?; // B -> A
     measure::pin_to_cpu(cpus[0]).context("sched_setaffinity")?;
-    // ANCHOR: partner
     let partner: (Pid, Pid); // the other side's process and thread id
     let mut thread = None;
     if mode == Mode::Threads {
@@ -83,7 +83,7 @@ fn ping_pong(mode: Mode, cpus: [usize; 2], rounds: u64, syscall_us: f64) -> anyh
         drop((b_reads, b_writes));
         partner = (pid, pid);
     }
-    // ANCHOR_END: partner
+    // ANCHOR_END: pair
     let me = (getpid(), gettid());
     let switches = |(pid, tid): (Pid, Pid)| inspect::thread_switches(pid.as_raw(), tid.as_raw());
     let timed = (|| {
@@ -265,7 +265,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Mode::All)]
     mode: Mode,
 
-    /// Round trips per repetition (1-10000000), after a warm-up of a tenth as many.
+    /// Round trips per repetition (1-10000000); 5 repetitions, after a tenth as many untimed.
     #[arg(long, value_name = "N", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     rounds: u64,

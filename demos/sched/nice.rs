@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args))
 }
 
+// ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<()> {
     if args.nice.len() > 16 || args.seconds < Duration::from_millis(100) {
         cli::usage_error("--nice takes 1-16 values, --seconds at least 0.1");
@@ -47,7 +48,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Gives a worker its nice value (libc: nix has no `setpriority`).
-// ANCHOR: set_nice
 fn set_nice(worker: Pid, nice: i32, own_nice: i32) -> anyhow::Result<()> {
     // SAFETY: setpriority only reads its three integer arguments.
     let result = unsafe {
@@ -89,7 +89,7 @@ fn pin_to_cpu(worker: Pid, cpu: usize) -> anyhow::Result<()> {
     )
     .with_context(|| format!("sched_setaffinity({worker}, CPU {cpu})"))
 }
-// ANCHOR_END: set_nice
+// ANCHOR_END: run
 
 /// A worker, in a session of its own if asked: it waits for the start, then spins.
 // ANCHOR: worker

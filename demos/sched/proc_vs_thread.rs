@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args))
 }
 
+// ANCHOR: ways
 fn run(args: &Args) -> anyhow::Result<()> {
     let (cpu, count) = (measure::usable_cpus()[0], args.count);
     measure::pin_to_cpu(cpu).context("sched_setaffinity")?; // children and threads inherit it
@@ -44,7 +45,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ANCHOR: ways
 fn fork_exit() -> anyhow::Result<()> {
     // SAFETY: single-threaded here (threads come last); the child only calls _exit.
     match unsafe { fork() }.context("fork")? {
