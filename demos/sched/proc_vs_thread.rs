@@ -103,8 +103,8 @@ fn idle_processes(args: &Args) -> anyhow::Result<Memory> {
     let (parent, count) = (getpid(), args.idle);
     let mut children = Vec::new();
     for _ in 0..count {
-        // SAFETY: single-threaded here; the child closes a descriptor, sleeps in read()
-        // until EOF and calls _exit.
+        // SAFETY: single-threaded here; the child names itself, closes a descriptor,
+        // sleeps in read() until EOF and calls _exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(parent, || {
                 narrate::set_role("idle");
