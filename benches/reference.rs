@@ -317,14 +317,7 @@ fn run_demo(path: &str, args: &[&str]) -> anyhow::Result<Value> {
 fn ctx_switch_round_trip(mode: &str, rounds: u64) -> anyhow::Result<f64> {
     let summary = run_demo(
         env!("CARGO_BIN_EXE_ctx_switch"),
-        &[
-            "--mode",
-            mode,
-            "--rounds",
-            &rounds.to_string(),
-            "--repetitions",
-            "3",
-        ],
+        &["--mode", mode, "--rounds", &rounds.to_string()],
     )?;
     summary["modes"][0]["round_trip_us"]
         .as_f64()
