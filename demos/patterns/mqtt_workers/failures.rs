@@ -26,7 +26,7 @@ const SILENT_AFTER: Duration = Duration::from_millis(1000);
 impl Master<'_> {
     // ANCHOR: spawn
     /// Forks the worker of `slot`. Its client — a tokio runtime, a socket — is made in
-    /// the child, after the fork: the master never has one.
+    /// the child, after the fork: the master never has one to copy into it.
     pub fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
         let route = ROUTES[slot];
         let address = self.address.clone();
@@ -36,7 +36,8 @@ impl Master<'_> {
         others.extend(self.desk.commands.as_ref().map(AsRawFd::as_raw_fd));
         // SAFETY: single-threaded here; the child closes the master's descriptors, enters
         // its host's network namespace (--hosts), makes its MQTT client (which allocates
-        // and starts threads in the child only), runs the worker loop and calls _exit.
+        // and makes a tokio runtime and a socket, in the child only), runs the worker
+        // loop and calls _exit.
         let pid = unsafe {
             supervisor::fork_worker(slot, &[Signal::SIGINT, Signal::SIGTERM], || {
                 for fd in others {

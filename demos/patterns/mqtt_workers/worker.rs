@@ -6,7 +6,7 @@
 //! alone — does each job, publishes the result tagged with the job's id, and only then
 //! acknowledges the job (manual acks): a job is acknowledged once its effect exists.
 //! Run:     cargo run -p mqtt_workers -- --freeze-worker-after 10
-//! Observe: `ls -l /proc/<worker>/fd`: one TCP socket, to the broker; `ps -L`: its threads.
+//! Observe: `ls -l /proc/<worker>/fd`: its own socket to the broker; `ps -L`: one thread.
 //! Book:    book/src/patterns/mqtt_workers.md
 
 use std::collections::VecDeque;
@@ -57,7 +57,7 @@ pub fn work(slot: usize, route: Route, broker: (String, u16)) -> anyhow::Result<
     options.set_clean_session(true); // (a persistent session crashes rumqttd's router)
     options.set_manual_acks(true); // acknowledge a job once its result is published
     options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut connection) = Client::new(options, 256); // the client's runtime: here
+    let (client, mut connection) = Client::new(options, 256); // a current-thread runtime
     client.subscribe(route.filter(), QoS::AtLeastOnce)?;
     let heartbeat = json!({"slot": slot, "worker": me.as_raw()}).to_string();
     let mut subscribed = false;
