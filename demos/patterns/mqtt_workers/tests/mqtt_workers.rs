@@ -60,7 +60,7 @@ fn assert_every_job_once(summary: &Value, jobs: u64) {
 fn assert_round_robin(broker: &[&str]) {
     let mut args = vec!["--jobs", "60"];
     args.extend_from_slice(broker);
-    let mut running = Running::start(&cargo_bin!("mqtt_workers"), &args);
+    let mut running = Running::start(cargo_bin!("mqtt_workers"), &args);
     running.wait_for("publish");
     assert_eq!(
         threads(running.pid()),
@@ -240,7 +240,7 @@ fn with_hosts_workers_live_in_namespaces_of_their_own_and_nothing_is_left() {
     }
     assert!(probe.status.success(), "{stderr}");
     let mut running = Running::start(
-        &cargo_bin!("mqtt_workers"),
+        cargo_bin!("mqtt_workers"),
         &["--hosts", "2", "--jobs", "30"],
     );
     running.wait_for("publish");
@@ -271,13 +271,13 @@ fn with_hosts_workers_live_in_namespaces_of_their_own_and_nothing_is_left() {
 
 #[test]
 fn ctrl_c_and_sigkill_of_the_master_leave_no_process() {
-    let mut running = Running::start(&cargo_bin!("mqtt_workers"), &["--jobs", "3000"]);
+    let mut running = Running::start(cargo_bin!("mqtt_workers"), &["--jobs", "3000"]);
     running.wait_for("publish");
     running.interrupt();
     let (status, events) = running.finish();
     assert_interrupted_cleanly(status, &all_pids(&events));
 
-    let mut running = Running::start(&cargo_bin!("mqtt_workers"), &["--jobs", "3000"]);
+    let mut running = Running::start(cargo_bin!("mqtt_workers"), &["--jobs", "3000"]);
     running.wait_for("publish");
     let children = running.children();
     assert!(children.len() >= 6, "broker, desk, 4 workers: {children:?}");
