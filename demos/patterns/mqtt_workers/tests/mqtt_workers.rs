@@ -5,6 +5,8 @@
 //! jobs are lost; a frozen worker is killed for its silence; the same against a real
 //! mosquitto; --hosts puts workers in namespaces of their own; Ctrl-C and SIGKILL of the
 //! master leave nothing.
+//!
+//! Book:    book/src/patterns/mqtt_workers.md
 
 #[path = "../../../../tests/util/mod.rs"]
 mod util;
@@ -165,6 +167,7 @@ fn a_frozen_worker_is_killed_for_its_silence_and_replaced() {
     assert_eq!(summary(&events)["unresponsive"], 1);
 }
 
+// ANCHOR: mosquitto
 /// A mosquitto of the test's own, on a free port, with its own configuration file.
 struct Mosquitto {
     process: Child,
@@ -204,6 +207,8 @@ impl Mosquitto {
         })
     }
 }
+
+// ANCHOR_END: mosquitto
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
