@@ -16,7 +16,7 @@ use nix::unistd::{Uid, mkdtemp};
 /// # References: mq_overview(7), shm_overview(7)
 pub fn ipc_name() -> String {
     format!(
-        "/proclab.{}.{}.{:08x}",
+        "/proclab.{}.{}.{:010}", // digits only: a transcript masks them like the pids
         Uid::current(),
         std::process::id(),
         random() as u32

@@ -49,8 +49,12 @@ fn includes(text: &str) -> Vec<(String, Option<String>)> {
 /// The lines an anchor selects: between `ANCHOR: name` and `ANCHOR_END: name`.
 fn anchored_lines<'a>(source: &'a str, anchor: &str) -> Option<Vec<&'a str>> {
     let lines: Vec<&str> = source.lines().collect();
+    // As mdBook reads them: `ANCHOR: name` in any comment (`//`, `#`, `<!-- … -->`).
     let is_marker = |line: &str, marker: &str| {
-        line.trim_start().trim_start_matches("//").trim() == format!("{marker}: {anchor}")
+        line.split_once(&format!("{marker}:"))
+            .filter(|(before, _)| !before.ends_with('_')) // ANCHOR_END is not ANCHOR
+            .and_then(|(_, name)| name.split_whitespace().next())
+            == Some(anchor)
     };
     let start = lines.iter().position(|line| is_marker(line, "ANCHOR"))?;
     let end = start
@@ -102,9 +106,26 @@ fn every_include_resolves_to_lines() {
     assert!(checked > 0, "the book includes code from the demos");
 }
 
-/// The `[[bin]]` targets in Cargo.toml: (name, path).
-fn bins() -> Vec<(String, String)> {
-    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+/// The `[[bin]]` targets of the root's Cargo.toml and of the demo packages under demos/
+/// (`demos/patterns/mqtt_workers/Cargo.toml`): (name, path from the root, test file).
+fn bins() -> Vec<(String, String, PathBuf)> {
+    let mut manifests = vec![root().join("Cargo.toml")];
+    manifests.extend(files_named(&root().join("demos"), "Cargo.toml"));
+    let mut found = Vec::new();
+    for manifest in manifests {
+        let dir = manifest.parent().expect("the package's directory");
+        for (name, path) in bins_of(&manifest) {
+            let path = relative(&dir.join(path));
+            let test = dir.join("tests").join(format!("{name}.rs"));
+            found.push((name, path, test));
+        }
+    }
+    found
+}
+
+/// The `[[bin]]` targets of one manifest: (name, path as written).
+fn bins_of(manifest: &Path) -> Vec<(String, String)> {
+    let manifest = std::fs::read_to_string(manifest).expect("a Cargo.toml");
     let mut found = Vec::new();
     let mut in_bin = false;
     let value = |text: &str| {
@@ -125,6 +146,20 @@ fn bins() -> Vec<(String, String)> {
         }
     }
     found
+}
+
+/// Every file called `name` under `dir`, recursively.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read demos/") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|file| file == name) {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Every `.rs` file under `dir`, recursively.
@@ -203,13 +238,12 @@ fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
                 "{name}: its header has no `//! {key}:` line"
             );
         }
-        let (bin, _) = bins
+        let (bin, _, test) = bins
             .iter()
-            .find(|(_, path)| Path::new(path) == Path::new(&name))
+            .find(|(_, path, _)| Path::new(path) == Path::new(&name))
             .unwrap_or_else(|| panic!("{name} has no [[bin]] in Cargo.toml"));
-        let test = root().join("tests").join(format!("{bin}.rs"));
-        let test_source = std::fs::read_to_string(&test)
-            .unwrap_or_else(|_| panic!("{name}: tests/{bin}.rs is missing"));
+        let test_source = std::fs::read_to_string(test)
+            .unwrap_or_else(|_| panic!("{name}: {} is missing", relative(test)));
         assert!(
             [
                 format!("cargo_bin_cmd!(\"{bin}\")"),
@@ -217,10 +251,11 @@ fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
             ]
             .iter()
             .any(|call| test_source.contains(call.as_str())),
-            "tests/{bin}.rs never runs {bin}"
+            "{} never runs {bin}",
+            relative(test)
         );
     }
-    for (bin, path) in &bins {
+    for (bin, path, _) in &bins {
         assert!(
             root().join(path).is_file(),
             "[[bin]] {bin}: {path} is missing"
@@ -232,16 +267,18 @@ fn every_demo_file_is_in_its_chapter_and_every_program_a_bin_with_a_test() {
     }
 }
 
-/// A listing a student reads in one sitting: the design's limits, per file.
+/// A listing a student reads in one sitting: the design's limits, per file, and a median
+/// program of at most 150 lines.
 #[test]
 fn every_demo_file_is_a_short_listing() {
-    let mut lengths = Vec::new();
+    let mut program_lengths = Vec::new();
     for file in rust_files(&root().join("demos")) {
         let name = relative(&file);
-        let lines = std::fs::read_to_string(&file)
-            .expect("read demo")
-            .lines()
-            .count();
+        if name.contains("/tests/") {
+            continue; // a demo package's own tests, not a listing
+        }
+        let source = std::fs::read_to_string(&file).expect("read demo");
+        let lines = source.lines().count();
         let limit = if name.starts_with("demos/sched/") {
             280 // measurement programs: their table and placements
         } else if name == "demos/patterns/prefork/client.rs" {
@@ -250,13 +287,15 @@ fn every_demo_file_is_a_short_listing() {
             200
         };
         assert!(lines <= limit, "{name}: {lines} lines (at most {limit})");
-        lengths.push(lines);
+        if source.lines().any(|line| line.starts_with("fn main")) {
+            program_lengths.push(lines);
+        }
     }
-    lengths.sort_unstable();
-    let median = lengths[lengths.len() / 2];
+    program_lengths.sort_unstable();
+    let median = program_lengths[program_lengths.len() / 2];
     assert!(
         median <= 150,
-        "the median demo file has {median} lines (at most 150)"
+        "the median program has {median} lines (at most 150): {program_lengths:?}"
     );
 }
 
