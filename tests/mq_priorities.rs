@@ -8,6 +8,7 @@ use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, mq_open};
 use nix::sys::stat::Mode;
 use predicates::str::contains;
+use std::time::Duration;
 use util::*;
 
 fn demo() -> assert_cmd::Command {
@@ -78,6 +79,29 @@ fn ctrl_c_while_the_queue_still_has_its_name_removes_it() {
     let (status, _) = demo.finish();
     assert_interrupted_cleanly(status, &[]);
     assert_queue_gone(&name);
+}
+
+/// Issue 16 item 2: kill -9 during the hold used to leave the queue. The guard the demo
+/// forks before mq_open removes the name once the demo is gone, however it died.
+#[test]
+fn sigkill_during_the_hold_leaves_no_queue() {
+    let mut demo = Running::start(cargo_bin!("mq_priorities"), &["--hold", "30"]);
+    let name = demo.wait_for("hold")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let guard = pid_of(&demo.wait_for("guard")["guard"]);
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert!(opened.is_ok(), "the name exists during --hold");
+    demo.kill();
+    let gone = eventually(Duration::from_secs(5), || {
+        mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None).err() == Some(Errno::ENOENT)
+    });
+    assert!(gone, "{name} is left behind after kill -9");
+    assert!(
+        eventually(Duration::from_secs(5), || !running(guard)),
+        "the guard {guard} ends once its work is done"
+    );
 }
 
 #[test]
