@@ -2,6 +2,7 @@
 //! still arrives once; with O_NONBLOCK the producers see EAGAIN instead; asking beyond
 //! msg_max names the limit; nothing is left behind.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -125,4 +126,11 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mq_full"), &[&[], &["--json", "--nonblocking"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("mq_full"), &[], "mq_open", &[0, 20, 100]);
 }

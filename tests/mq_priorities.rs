@@ -1,6 +1,7 @@
 //! mq_priorities: the highest priority comes out first, FIFO within one priority; with
 //! --hold the full queue keeps its name, and Ctrl-C removes it.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -124,4 +125,13 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mq_priorities"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    let demo = cargo_bin!("mq_priorities");
+    stops::assert_quiet_sigterm(demo, &[], "mq_open", &[0, 1]);
+    stops::assert_quiet_sigterm(demo, &["--hold", "0.1"], "hold", &[0, 90, 110]);
 }

@@ -2,6 +2,7 @@
 //! rates; a message size that a framed pipe write or the queue cannot take is refused;
 //! Ctrl-C leaves nothing behind.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -92,4 +93,16 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mq_vs_pipe"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("mq_vs_pipe"),
+        &["--messages", "20000"],
+        "mq_open",
+        &[0, 20, 100],
+    );
 }

@@ -2,6 +2,7 @@
 //! producer; a dead consumer or Ctrl-C ends the run with no queue and no process left; an
 //! exhausted queue quota is named.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -156,4 +157,16 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mqueue"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("mqueue"),
+        &["--messages", "20000"],
+        "unlinked",
+        &[0, 20, 100],
+    );
 }

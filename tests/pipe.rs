@@ -1,6 +1,7 @@
 //! pipe: records arrive exactly once at EOF; a forgotten write end is detected; Ctrl-C and
 //! SIGTERM leave no process.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -95,4 +96,16 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: SIGTERM while the parent writes used to make the reader print
+/// "write result: Broken pipe" (it reached EOF and reported to a parent that had stopped).
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("pipe"),
+        &["--records", "1000000"],
+        "fork",
+        &[50, 150, 300],
+    );
 }

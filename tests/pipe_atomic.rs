@@ -1,5 +1,6 @@
 //! pipe_atomic: records of at most PIPE_BUF never tear, however many writers share the pipe.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -67,4 +68,11 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe_atomic"), &[&["--records", "1000"]]);
+}
+
+/// Issue 16 item 8: SIGTERM to the reading parent used to make its writers print "short
+/// write" or "EPIPE": a writer whose reader is gone ends quietly, the parent reports.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("pipe_atomic"), &[], "writers", &[0, 20, 100]);
 }

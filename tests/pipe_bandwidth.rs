@@ -1,5 +1,6 @@
 //! pipe_bandwidth: every byte arrives, and the rates are positive and finite.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -58,4 +59,16 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe_bandwidth"), &[&["--mebibytes", "1"]]);
+}
+
+/// Issue 16 item 8: SIGTERM to the reading parent used to make the writer print "write:
+/// EPIPE: Broken pipe".
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("pipe_bandwidth"),
+        &["--mebibytes", "64"],
+        "method",
+        &[10, 50, 200],
+    );
 }

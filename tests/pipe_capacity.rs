@@ -1,6 +1,7 @@
 //! pipe_capacity: the capacity is what F_GETPIPE_SZ says and changes after F_SETPIPE_SZ;
 //! a writer into a full pipe sleeps in the kernel.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -64,4 +65,11 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe_capacity"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("pipe_capacity"), &[], "full", &[0, 50, 120]);
 }

@@ -1,6 +1,7 @@
 //! sigpipe: a write with no reader fails with EPIPE while SIGPIPE is ignored, and kills the
 //! writer by SIGPIPE under the default action.
 
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -52,4 +53,11 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("sigpipe"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("sigpipe"), &[], "write", &[0, 1, 3]);
 }
