@@ -55,6 +55,12 @@ fn sizes_beyond_pipe_buf_or_msgsize_max_are_refused_by_name() {
     run(demo(), &["--message-size", "1000000"])
         .code(2)
         .stderr(contains("/proc/sys/fs/mqueue/msgsize_max"));
+    // Issue 16 item 8: every refusal names the real range, the small ones too.
+    for size in ["10", "5000", "1000000"] {
+        run(demo(), &["--message-size", size])
+            .code(2)
+            .stderr(contains(format!("{size} is not between 28 and 4092 bytes")));
+    }
 }
 
 #[test]

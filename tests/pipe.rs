@@ -93,6 +93,18 @@ fn help_and_bad_arguments() {
     }
 }
 
+/// Issue 16 item 8: `--timeout 1e9` said "not between 0 and 3600 seconds"; the limit is 60.
+#[test]
+fn a_timeout_out_of_range_is_refused_with_the_real_range() {
+    for timeout in ["1e9", "61", "0.01"] {
+        run(demo(), &["--forget-close", "--timeout", timeout])
+            .code(2)
+            .stderr(contains(format!(
+                "{timeout} is not between 0.1 and 60 seconds"
+            )));
+    }
+}
+
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe"), &[&[], &["--json"]]);

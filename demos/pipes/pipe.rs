@@ -163,11 +163,11 @@ struct ReaderReport {
 
 /// `--timeout`: seconds, fractions allowed, from 0.1 to 60.
 fn hang_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = cli::seconds(text)?;
-    if !(0.1..=60.0).contains(&timeout.as_secs_f64()) {
-        return Err("must be between 0.1 and 60 seconds".to_owned());
+    match cli::seconds_up_to(60.0)(text) {
+        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
+        Err(error) if text.trim().parse::<f64>().is_err() => Err(error), // not a number
+        _ => Err(format!("{} is not between 0.1 and 60 seconds", text.trim())),
     }
-    Ok(timeout)
 }
 
 /// Send records through an anonymous pipe, from parent to child, and read them to EOF.
