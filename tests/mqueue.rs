@@ -170,3 +170,23 @@ fn sigterm_in_the_middle_is_quiet() {
         &[0, 20, 100],
     );
 }
+
+/// Issue 15 item 4: "1 consumers", "1 producers".
+#[test]
+fn one_of_each_is_said_in_the_singular() {
+    let output = run(
+        demo(),
+        &["--producers", "1", "--consumers", "1", "--messages", "1"],
+    )
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let text = String::from_utf8_lossy(&output);
+    assert!(
+        text.contains("forked 1 consumer and 1 producer\n"),
+        "{text}"
+    );
+    assert!(text.contains("sending 1 end-of-work message at"), "{text}");
+    assert!(text.contains("stopping after 1 message\n"), "{text}");
+}

@@ -32,6 +32,36 @@ fn records_arrive_exactly_once_at_eof() {
     }
 }
 
+/// Issue 15: in 2 of 20 runs the reader's EOF line came before the writer's "close" line,
+/// which the book did not explain. The writer now says it before it closes: EOF can only
+/// follow, and the timeline reads in the order the kernel saw.
+#[test]
+fn the_writers_last_close_is_told_before_the_readers_eof() {
+    for run in 0..40 {
+        let events = run_json(demo(), &["--records", "10"]);
+        let position = |test: &dyn Fn(&serde_json::Value) -> bool| {
+            events.iter().position(test).expect("the event is there")
+        };
+        let last_close = position(&|e| {
+            e["event"] == "close"
+                && e["role"] == "parent"
+                && e["text"].as_str().is_some_and(|t| t.contains("last"))
+        });
+        let eof = position(&|e| e["event"] == "eof");
+        assert!(
+            last_close < eof,
+            "run {run}: EOF before the last close: {events:#?}"
+        );
+    }
+}
+
+#[test]
+fn one_record_is_said_in_the_singular() {
+    run(demo(), &["--records", "1"])
+        .success()
+        .stdout(contains("wrote 1 record of 64 bytes"));
+}
+
 #[test]
 fn a_forgotten_write_end_is_detected_and_the_demo_ends_by_itself() {
     let events = run_json(demo(), &["--forget-close", "--timeout", "0.5"]);

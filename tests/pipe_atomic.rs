@@ -76,3 +76,10 @@ fn a_closed_stdout_causes_no_panic() {
 fn sigterm_in_the_middle_is_quiet() {
     stops::assert_quiet_sigterm(cargo_bin!("pipe_atomic"), &[], "writers", &[0, 20, 100]);
 }
+
+#[test]
+fn one_record_each_is_said_in_the_singular() {
+    run(demo(), &["--records", "4"])
+        .success()
+        .stdout(contains("4 writers, 1 record each,"));
+}

@@ -73,3 +73,17 @@ fn a_closed_stdout_causes_no_panic() {
 fn sigterm_in_the_middle_is_quiet() {
     stops::assert_quiet_sigterm(cargo_bin!("pipe_capacity"), &[], "full", &[0, 50, 120]);
 }
+
+/// Issue 15: a run said the writer was "sleeping in 0" (wchan `0`: it was not blocked yet
+/// when /proc was read). The parent now waits until the pipe holds its 65536 bytes and the
+/// writer is S with a wchan; every run names the pipe function.
+#[test]
+fn the_writer_is_seen_asleep_in_the_pipe_every_time() {
+    for run in 0..5 {
+        let events = run_json(demo(), &[]);
+        let sleeping = find(&events, "sleeping");
+        let place = sleeping["wchan"].as_str().expect("wchan");
+        assert!(place.contains("pipe"), "run {run}: {sleeping}");
+        assert_eq!(sleeping["state"], "S", "run {run}: {sleeping}");
+    }
+}

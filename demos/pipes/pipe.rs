@@ -75,11 +75,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         signals::bail_if_stopped()?;
         write_all(&write_end, &encode(Tag { writer: 0, seq }, RECORD))?;
     }
-    event("wrote")
-        .field("records", args.records)
-        .say(format!("wrote {} records of {RECORD} bytes", args.records));
-    drop(write_end); // the reader sees EOF now, unless it kept a copy
+    let (n, s) = (args.records, if args.records == 1 { "" } else { "s" });
+    let wrote = format!("wrote {n} record{s} of {RECORD} bytes");
+    event("wrote").field("records", n).say(wrote);
+    // Said before it is done: once it is, the reader's EOF line may come first.
     event("close").say(format!("close({write_fd}): the last write end I hold"));
+    drop(write_end); // the reader sees EOF now, unless it kept a copy
     // ANCHOR_END: write
 
     let report: ReaderReport = results.receive()?;

@@ -31,6 +31,7 @@ const WRITERS: u32 = 4;
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let per_writer = args.records.div_ceil(u64::from(WRITERS));
+    let s = if per_writer == 1 { "" } else { "s" }; // "1 record", "2 records"
     // ANCHOR: atomic
     let (read_end, write_end) = pipe().context("pipe")?;
     let parent = getpid();
@@ -63,7 +64,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             writers.iter().map(|pid| pid.as_raw()).collect::<Vec<_>>(),
         )
         .say(format!(
-            "{WRITERS} writers, {per_writer} records each, one write(2) per record: \
+            "{WRITERS} writers, {per_writer} record{s} each, one write(2) per record: \
              {SMALL}-byte records (<= PIPE_BUF = {}) and every 100th of {LARGE} bytes",
             libc::PIPE_BUF
         ));
