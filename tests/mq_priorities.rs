@@ -1,6 +1,7 @@
 //! mq_priorities: the highest priority comes out first, FIFO within one priority; with
 //! --hold the full queue keeps its name, and Ctrl-C removes it.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -134,4 +135,24 @@ fn sigterm_in_the_middle_is_quiet() {
     let demo = cargo_bin!("mq_priorities");
     stops::assert_quiet_sigterm(demo, &[], "mq_open", &[0, 1]);
     stops::assert_quiet_sigterm(demo, &["--hold", "0.1"], "hold", &[0, 90, 110]);
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    examples::assert_help_examples(cargo_bin!("mq_priorities"), &[&[], &["--hold", "30"]]);
+    let events = run_json(demo(), &[]);
+    assert_eq!(summary(&events)["priority_order_ok"], true);
+    // --hold 30: the full queue keeps its name while it is held (then Ctrl-C ends it).
+    let mut demo = Running::start(cargo_bin!("mq_priorities"), &["--hold", "30"]);
+    let name = demo.wait_for("hold")["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let opened = mq_open(name.as_str(), MQ_OFlag::O_RDONLY, Mode::empty(), None);
+    assert!(opened.is_ok(), "{name} can be opened during the hold");
+    assert_eq!(demo.wait_for("filled")["messages"], 10);
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &[]);
 }

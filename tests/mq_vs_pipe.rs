@@ -2,6 +2,7 @@
 //! rates; a message size that a framed pipe write or the queue cannot take is refused;
 //! Ctrl-C leaves nothing behind.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -111,4 +112,17 @@ fn sigterm_in_the_middle_is_quiet() {
         "mq_open",
         &[0, 20, 100],
     );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--message-size", "4000"]];
+    examples::assert_help_examples(cargo_bin!("mq_vs_pipe"), examples);
+    for args in examples {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["received"], 3000, "{args:?}: {summary}");
+        assert_eq!(find(&events, "pipe")["received"], 3000, "{args:?}");
+    }
 }

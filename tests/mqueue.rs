@@ -2,6 +2,7 @@
 //! producer; a dead consumer or Ctrl-C ends the run with no queue and no process left; an
 //! exhausted queue quota is named.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -189,4 +190,22 @@ fn one_of_each_is_said_in_the_singular() {
     );
     assert!(text.contains("sending 1 end-of-work message at"), "{text}");
     assert!(text.contains("stopping after 1 message\n"), "{text}");
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--producers", "1", "--consumers", "3"]];
+    examples::assert_help_examples(cargo_bin!("mqueue"), examples);
+    for (args, producers, consumers) in [(examples[0], 3, 2), (examples[1], 1, 3)] {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_exactly_once(summary, 1000 * producers);
+        assert_eq!(summary["consumers"], consumers, "{summary}");
+        let ends = events.iter().filter(|e| e["event"] == "end").count();
+        assert_eq!(
+            ends, consumers as usize,
+            "each consumer got its end-of-work message"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! pipe: records arrive exactly once at EOF; a forgotten write end is detected; Ctrl-C and
 //! SIGTERM leave no process.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -149,5 +150,26 @@ fn sigterm_in_the_middle_is_quiet() {
         &["--records", "1000000"],
         "fork",
         &[50, 150, 300],
+    );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--records", "50000"], &["--forget-close"]];
+    examples::assert_help_examples(cargo_bin!("pipe"), examples);
+    for args in examples {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["received"], summary["sent"], "{args:?}: {summary}");
+        assert_eq!(summary["eof_seen"], true, "{args:?}");
+    }
+    let events = run_json(demo(), &["--records", "50000"]);
+    assert_eq!(summary(&events)["received"], 50000);
+    let events = run_json(demo(), &["--forget-close"]);
+    assert_eq!(
+        summary(&events)["hang_detected"],
+        true,
+        "the forgotten end is found"
     );
 }

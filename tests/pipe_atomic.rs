@@ -1,5 +1,6 @@
 //! pipe_atomic: records of at most PIPE_BUF never tear, however many writers share the pipe.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -82,4 +83,20 @@ fn one_record_each_is_said_in_the_singular() {
     run(demo(), &["--records", "4"])
         .success()
         .stdout(contains("4 writers, 1 record each,"));
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--records", "10000"]];
+    examples::assert_help_examples(cargo_bin!("pipe_atomic"), examples);
+    for args in examples {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["small_torn"], 0, "{args:?}: {summary}");
+        assert!(
+            summary["large_torn"].as_u64().expect("count") > 0,
+            "{args:?}: {summary}"
+        );
+    }
 }

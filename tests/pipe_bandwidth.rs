@@ -1,5 +1,6 @@
 //! pipe_bandwidth: every byte arrives, and the rates are positive and finite.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -71,4 +72,26 @@ fn sigterm_in_the_middle_is_quiet() {
         "method",
         &[10, 50, 200],
     );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--chunk", "4096"], &["--produce"]];
+    examples::assert_help_examples(cargo_bin!("pipe_bandwidth"), examples);
+    for (args, chunk, produce) in [
+        (examples[0], 65536, false),
+        (examples[1], 4096, false),
+        (examples[2], 65536, true),
+    ] {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["chunk_bytes"], chunk, "{args:?}: {summary}");
+        assert_eq!(summary["produce"], produce, "{args:?}: {summary}");
+        assert_eq!(
+            summary["rows"].as_array().map(Vec::len),
+            Some(2),
+            "{summary}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! pipe_capacity: the capacity is what F_GETPIPE_SZ says and changes after F_SETPIPE_SZ;
 //! a writer into a full pipe sleeps in the kernel.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -86,4 +87,18 @@ fn the_writer_is_seen_asleep_in_the_pipe_every_time() {
         assert!(place.contains("pipe"), "run {run}: {sleeping}");
         assert_eq!(sleeping["state"], "S", "run {run}: {sleeping}");
     }
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    examples::assert_help_examples(
+        cargo_bin!("pipe_capacity"),
+        &[&[], &["--resize", "1048576"]],
+    );
+    let events = run_json(demo(), &[]);
+    assert_eq!(summary(&events)["capacity_bytes"], 65536);
+    assert_eq!(find(&events, "sleeping")["state"], "S");
+    let events = run_json(demo(), &["--resize", "1048576"]);
+    assert_eq!(summary(&events)["resized_bytes"], 1048576);
 }

@@ -1,6 +1,7 @@
 //! sigpipe: a write with no reader fails with EPIPE while SIGPIPE is ignored, and kills the
 //! writer by SIGPIPE under the default action.
 
+mod examples;
 mod stops;
 mod util;
 
@@ -60,4 +61,14 @@ fn a_closed_stdout_causes_no_panic() {
 #[test]
 fn sigterm_in_the_middle_is_quiet() {
     stops::assert_quiet_sigterm(cargo_bin!("sigpipe"), &[], "write", &[0, 1, 3]);
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    examples::assert_help_examples(cargo_bin!("sigpipe"), &[&[]]);
+    let events = run_json(demo(), &[]);
+    let summary = summary(&events);
+    assert_eq!(summary["ignored"]["code"], 0, "{summary}");
+    assert_eq!(summary["default"]["signal"], "SIGPIPE", "{summary}");
 }

@@ -135,7 +135,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  pipe_bandwidth\n  pipe_bandwidth --chunk 4096\n  \
-                        pipe_bandwidth --mebibytes 1024 --produce"
+                        pipe_bandwidth --produce"
 )]
 struct Args {
     /// Bytes per write (1-1048576).
