@@ -157,8 +157,8 @@ fn receive_all(queue: &MqdT) -> anyhow::Result<Vec<(u64, u32)>> {
 }
 // ANCHOR_END: receive
 
-/// Forks the guard of `name`: it reads to EOF a pipe whose only write end is the parent's,
-/// which the kernel closes when the parent dies, by SIGKILL too; then it removes the name.
+// ANCHOR: guard
+/// Forks the guard of `name`: at EOF on a pipe only the parent writes to, it removes the name.
 fn guard_the_name(name: &str) -> anyhow::Result<(Pid, OwnedFd)> {
     let (read_end, write_end) = pipe().context("pipe")?;
     // SAFETY: single-threaded here; the guard reads its pipe to EOF, calls mq_unlink and
@@ -177,6 +177,7 @@ fn guard_the_name(name: &str) -> anyhow::Result<(Pid, OwnedFd)> {
     ));
     Ok((guard, write_end))
 }
+// ANCHOR_END: guard
 
 /// Fill a POSIX message queue with mixed priorities, then let one consumer empty it.
 ///
