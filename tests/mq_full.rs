@@ -2,6 +2,8 @@
 //! still arrives once; with O_NONBLOCK the producers see EAGAIN instead; asking beyond
 //! msg_max names the limit; nothing is left behind.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -125,4 +127,33 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mq_full"), &[&[], &["--json", "--nonblocking"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("mq_full"), &[], "mq_open", &[0, 20, 100]);
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[
+        &[],
+        &["--max-messages", "1", "--nonblocking"],
+        &["--max-messages", "11"],
+    ];
+    examples::assert_help_examples(cargo_bin!("mq_full"), examples);
+    let events = run_json(demo(), &[]);
+    assert_eq!(
+        find(&events, "full")["role"],
+        "producer",
+        "a producer waits on the full queue"
+    );
+    let events = run_json(demo(), examples[1]);
+    assert!(summary(&events)["eagain"].as_u64().expect("count") > 0);
+    run(demo(), examples[2])
+        .code(2)
+        .stderr(contains("/proc/sys/fs/mqueue/msg_max is 10"));
 }

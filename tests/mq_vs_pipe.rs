@@ -2,6 +2,8 @@
 //! rates; a message size that a framed pipe write or the queue cannot take is refused;
 //! Ctrl-C leaves nothing behind.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -54,6 +56,12 @@ fn sizes_beyond_pipe_buf_or_msgsize_max_are_refused_by_name() {
     run(demo(), &["--message-size", "1000000"])
         .code(2)
         .stderr(contains("/proc/sys/fs/mqueue/msgsize_max"));
+    // Issue 16 item 8: every refusal names the real range, the small ones too.
+    for size in ["10", "5000", "1000000"] {
+        run(demo(), &["--message-size", size])
+            .code(2)
+            .stderr(contains(format!("{size} is not between 28 and 4092 bytes")));
+    }
 }
 
 #[test]
@@ -92,4 +100,29 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mq_vs_pipe"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("mq_vs_pipe"),
+        &["--messages", "20000"],
+        "mq_open",
+        &[0, 20, 100],
+    );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--message-size", "4000"]];
+    examples::assert_help_examples(cargo_bin!("mq_vs_pipe"), examples);
+    for args in examples {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["received"], 3000, "{args:?}: {summary}");
+        assert_eq!(find(&events, "pipe")["received"], 3000, "{args:?}");
+    }
 }

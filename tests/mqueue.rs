@@ -2,6 +2,8 @@
 //! producer; a dead consumer or Ctrl-C ends the run with no queue and no process left; an
 //! exhausted queue quota is named.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -156,4 +158,54 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("mqueue"), &[&[], &["--json"]]);
+}
+
+/// Issue 16 item 8: a SIGTERM in the middle ends the demo and its children without one
+/// error line.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("mqueue"),
+        &["--messages", "20000"],
+        "unlinked",
+        &[0, 20, 100],
+    );
+}
+
+/// Issue 15 item 4: "1 consumers", "1 producers".
+#[test]
+fn one_of_each_is_said_in_the_singular() {
+    let output = run(
+        demo(),
+        &["--producers", "1", "--consumers", "1", "--messages", "1"],
+    )
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let text = String::from_utf8_lossy(&output);
+    assert!(
+        text.contains("forked 1 consumer and 1 producer\n"),
+        "{text}"
+    );
+    assert!(text.contains("sending 1 end-of-work message at"), "{text}");
+    assert!(text.contains("stopping after 1 message\n"), "{text}");
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--producers", "1", "--consumers", "3"]];
+    examples::assert_help_examples(cargo_bin!("mqueue"), examples);
+    for (args, producers, consumers) in [(examples[0], 3, 2), (examples[1], 1, 3)] {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_exactly_once(summary, 1000 * producers);
+        assert_eq!(summary["consumers"], consumers, "{summary}");
+        let ends = events.iter().filter(|e| e["event"] == "end").count();
+        assert_eq!(
+            ends, consumers as usize,
+            "each consumer got its end-of-work message"
+        );
+    }
 }

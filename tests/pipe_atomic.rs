@@ -1,5 +1,7 @@
 //! pipe_atomic: records of at most PIPE_BUF never tear, however many writers share the pipe.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -67,4 +69,34 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe_atomic"), &[&["--records", "1000"]]);
+}
+
+/// Issue 16 item 8: SIGTERM to the reading parent used to make its writers print "short
+/// write" or "EPIPE": a writer whose reader is gone ends quietly, the parent reports.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(cargo_bin!("pipe_atomic"), &[], "writers", &[0, 20, 100]);
+}
+
+#[test]
+fn one_record_each_is_said_in_the_singular() {
+    run(demo(), &["--records", "4"])
+        .success()
+        .stdout(contains("4 writers, 1 record each,"));
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--records", "10000"]];
+    examples::assert_help_examples(cargo_bin!("pipe_atomic"), examples);
+    for args in examples {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["small_torn"], 0, "{args:?}: {summary}");
+        assert!(
+            summary["large_torn"].as_u64().expect("count") > 0,
+            "{args:?}: {summary}"
+        );
+    }
 }

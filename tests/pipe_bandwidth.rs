@@ -1,5 +1,7 @@
 //! pipe_bandwidth: every byte arrives, and the rates are positive and finite.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -58,4 +60,38 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("pipe_bandwidth"), &[&["--mebibytes", "1"]]);
+}
+
+/// Issue 16 item 8: SIGTERM to the reading parent used to make the writer print "write:
+/// EPIPE: Broken pipe".
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("pipe_bandwidth"),
+        &["--mebibytes", "64"],
+        "method",
+        &[10, 50, 200],
+    );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--chunk", "4096"], &["--produce"]];
+    examples::assert_help_examples(cargo_bin!("pipe_bandwidth"), examples);
+    for (args, chunk, produce) in [
+        (examples[0], 65536, false),
+        (examples[1], 4096, false),
+        (examples[2], 65536, true),
+    ] {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["chunk_bytes"], chunk, "{args:?}: {summary}");
+        assert_eq!(summary["produce"], produce, "{args:?}: {summary}");
+        assert_eq!(
+            summary["rows"].as_array().map(Vec::len),
+            Some(2),
+            "{summary}"
+        );
+    }
 }

@@ -57,7 +57,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 None
             };
             let report = read_until_eof(read_end, forgotten, args.timeout, args.records)?;
-            result_writer.send(&report)?;
+            // Fails only if the parent has stopped listening (SIGTERM): it ends the story.
+            let _ = result_writer.send(&report);
             Ok(0)
         }),
         ForkResult::Parent { child } => child,
@@ -74,11 +75,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         signals::bail_if_stopped()?;
         write_all(&write_end, &encode(Tag { writer: 0, seq }, RECORD))?;
     }
-    event("wrote")
-        .field("records", args.records)
-        .say(format!("wrote {} records of {RECORD} bytes", args.records));
-    drop(write_end); // the reader sees EOF now, unless it kept a copy
+    let (n, s) = (args.records, if args.records == 1 { "" } else { "s" });
+    let wrote = format!("wrote {n} record{s} of {RECORD} bytes");
+    event("wrote").field("records", n).say(wrote);
+    // Said before it is done: once it is, the reader's EOF line may come first.
     event("close").say(format!("close({write_fd}): the last write end I hold"));
+    drop(write_end); // the reader sees EOF now, unless it kept a copy
     // ANCHOR_END: write
 
     let report: ReaderReport = results.receive()?;
@@ -162,11 +164,11 @@ struct ReaderReport {
 
 /// `--timeout`: seconds, fractions allowed, from 0.1 to 60.
 fn hang_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = cli::seconds(text)?;
-    if !(0.1..=60.0).contains(&timeout.as_secs_f64()) {
-        return Err("must be between 0.1 and 60 seconds".to_owned());
+    match cli::seconds_up_to(60.0)(text) {
+        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
+        Err(error) if text.trim().parse::<f64>().is_err() => Err(error), // not a number
+        _ => Err(format!("{} is not between 0.1 and 60 seconds", text.trim())),
     }
-    Ok(timeout)
 }
 
 /// Send records through an anonymous pipe, from parent to child, and read them to EOF.

@@ -48,7 +48,9 @@ fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Resu
                 if let Some(source) = &source {
                     read_exact(source, &mut data[..n])?; // as dd if=/dev/zero does
                 }
-                write_all(&write_end, &data[..n])?;
+                if write_all(&write_end, &data[..n]).is_err() {
+                    return Ok(1); // the reader is gone (the parent was stopped): it reports
+                }
                 left -= n as u64;
             }
             Ok(0)
@@ -133,7 +135,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  pipe_bandwidth\n  pipe_bandwidth --chunk 4096\n  \
-                        pipe_bandwidth --mebibytes 1024 --produce"
+                        pipe_bandwidth --produce"
 )]
 struct Args {
     /// Bytes per write (1-1048576).

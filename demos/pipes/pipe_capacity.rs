@@ -8,7 +8,7 @@
 //! Observe: 65536 bytes, as F_GETPIPE_SZ says; the writer in state S, in pipe_write.
 //! Book:    book/src/pipes/pipe.md
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,9 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, fork, getpid, pipe, pipe2, read, write};
+use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, pipe2, read, write};
 use proclab::fdio::write_all;
-use proclab::inspect::{wait_for_state, wchan};
+use proclab::inspect::{ProcView, inspect, wchan};
 use proclab::narrate::event;
 use proclab::{child, cli, narrate};
 
@@ -117,9 +117,8 @@ fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
         ForkResult::Parent { child } => child,
     };
     drop((write_end, result_writer));
-    let view = wait_for_state(writer.as_raw(), 'S', Duration::from_secs(5))?;
+    let (view, place) = asleep_on_the_full_pipe(writer, &read_end, capacity)?;
     std::thread::sleep(Duration::from_millis(100)); // let it sleep visibly
-    let place = wchan(writer.as_raw()).unwrap_or_else(|| "?".into());
     event("sleeping")
         .field("child", writer.as_raw())
         .field("state", view.state.to_string())
@@ -136,6 +135,31 @@ fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
     Ok(slept)
 }
 // ANCHOR_END: blocked
+
+/// Waits (5 s at most) until the pipe holds `capacity` bytes (ioctl FIONREAD) and the
+/// writer sleeps in the kernel: state S, and a wchan (`0` would mean it is not blocked).
+fn asleep_on_the_full_pipe(
+    writer: Pid,
+    read_end: &OwnedFd,
+    capacity: usize,
+) -> anyhow::Result<(ProcView, String)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD stores one c_int, the bytes waiting in the pipe, in `queued`.
+        unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let (view, place) = (inspect(writer.as_raw())?, wchan(writer.as_raw()));
+        let place = place.filter(|name| name != "0");
+        if let (true, 'S', Some(place)) = (queued as usize == capacity, view.state, place) {
+            return Ok((view, place));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "writer {writer} not asleep on the full pipe after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// The most an unprivileged process may ask of F_SETPIPE_SZ.
 fn pipe_max_size() -> u64 {

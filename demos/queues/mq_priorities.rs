@@ -7,12 +7,16 @@
 //! Observe: sent as priorities 1 3 0 2 1 3 0 2 1 3, received as 3 3 3 2 2 1 1 1 0 0.
 //! Book:    book/src/queues/mqueue.md
 
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, pipe, read};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
@@ -29,6 +33,10 @@ const SIZE: usize = 64; // bytes per message
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let name = ipc_name(); // /proclab.<uid>.<pid>.<random>: yours, and this run's only
+    // With --hold the name lives for seconds: a guard, forked before it exists, removes it.
+    let guard = (!args.hold.is_zero())
+        .then(|| guard_the_name(&name))
+        .transpose()?;
     let attr = MqAttr::new(0, COUNT as i64, SIZE as i64, 0); // always given: see Pitfalls
     let queue = mq_open(
         name.as_str(),
@@ -37,6 +45,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Some(&attr),                                             // fixed for its life
     )
     .with_context(|| format!("mq_open({name})"))?;
+    if args.hold.is_zero() {
+        // At once: kill -9 can leave the name only in the instant between the two calls.
+        mq_unlink(name.as_str()).context("mq_unlink")?; // the consumer inherits the queue
+    }
     event("mq_open")
         .field("name", &name)
         .field("max_messages", COUNT)
@@ -46,6 +58,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
     let outcome = fill_then_empty(args, &name, &queue);
     let _ = mq_unlink(name.as_str()); // after an error or Ctrl-C (ENOENT if already gone)
+    if let Some((guard, write_end)) = guard {
+        drop(write_end); // the guard's EOF: it finds the name gone and ends
+        waitpid(guard, None).context("waitpid(guard)")?;
+    }
     outcome
 }
 
@@ -55,9 +71,6 @@ fn mixed_priority(seq: u64) -> u32 {
 }
 
 fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> {
-    if args.hold.is_zero() {
-        mq_unlink(name).context("mq_unlink")?; // the consumer will inherit the queue itself
-    }
     // ANCHOR: fill
     for seq in 0..COUNT {
         let priority = mixed_priority(seq);
@@ -130,30 +143,49 @@ fn receive_all(queue: &MqdT) -> anyhow::Result<Vec<(u64, u32)>> {
     for _ in 0..COUNT {
         let mut priority = 0;
         let length = mq_receive(queue, &mut buffer, &mut priority).context("mq_receive")?;
-        let [Found::Record(tag, _)] = Decoder::default().feed(&buffer[..length])[..] else {
+        let [Found::Record(Tag { seq, .. }, _)] = Decoder::default().feed(&buffer[..length])[..]
+        else {
             bail!("damaged message")
         };
         event("receive")
-            .field("seq", tag.seq)
+            .field("seq", seq)
             .field("priority", priority) // the kernel says which priority it was sent with
-            .say(format!(
-                "mq_receive -> message {}, priority {priority}",
-                tag.seq
-            ));
-        received.push((tag.seq, priority));
+            .say(format!("mq_receive -> message {seq}, priority {priority}"));
+        received.push((seq, priority));
     }
     Ok(received)
 }
 // ANCHOR_END: receive
+
+// ANCHOR: guard
+/// Forks the guard of `name`: at EOF on a pipe only the parent writes to, it removes the name.
+fn guard_the_name(name: &str) -> anyhow::Result<(Pid, OwnedFd)> {
+    let (read_end, write_end) = pipe().context("pipe")?;
+    // SAFETY: single-threaded here; the guard reads its pipe to EOF, calls mq_unlink and
+    // _exit. Not bound to die with the parent: it must outlive it, for one call.
+    let guard = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => child::run_unbound_then_exit(|| {
+            drop(write_end);
+            while let Err(Errno::EINTR) = read(&read_end, &mut [0u8; 1]) {} // until EOF
+            let _ = mq_unlink(name); // the parent is gone, or has removed it
+            Ok(0)
+        }),
+        ForkResult::Parent { child } => child,
+    };
+    event("guard").field("guard", guard.as_raw()).say(format!(
+        "fork() -> guard {guard}: when I am gone, even by kill -9, it removes the name"
+    ));
+    Ok((guard, write_end))
+}
+// ANCHOR_END: guard
 
 /// Fill a POSIX message queue with mixed priorities, then let one consumer empty it.
 ///
 /// The parent sends ten messages with priorities 1, 3, 0, 2, 1, 3… into a queue of ten;
 /// then a consumer receives them all. The kernel hands them out highest priority first,
 /// and in the order they were sent within one priority; the parent checks both. The
-/// queue's name is removed at once, unless --hold keeps the full queue, name and all, for
-/// you to look at in /dev/mqueue (Ctrl-C still removes it; kill -9 during the hold does
-/// not).
+/// name goes at once, unless --hold keeps it to look at in /dev/mqueue; a guard process
+/// then removes it if the demo dies, even by kill -9.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  mq_priorities\n  mq_priorities --hold 30")]
 struct Args {

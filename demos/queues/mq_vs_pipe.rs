@@ -162,16 +162,14 @@ fn frame_fits(text: &str) -> Result<usize, String> {
     let size: usize = text.parse().map_err(|_| format!("not a number: {text}"))?;
     let limit = std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max").unwrap_or_default();
     let msgsize_max: usize = limit.trim().parse().unwrap_or(usize::MAX);
-    match size {
-        _ if size < MIN_SIZE => Err(format!("{size} is less than {MIN_SIZE}")),
-        _ if size > msgsize_max => Err(format!(
-            "{size} is more than this system allows: /proc/sys/fs/mqueue/msgsize_max is {msgsize_max}"
-        )),
-        _ if size > FITS => Err(format!(
-            "at most {FITS}: a framed message must fit in one atomic pipe write (PIPE_BUF)"
-        )),
-        _ => Ok(size),
+    let most = FITS.min(msgsize_max); // a frame fits in one atomic pipe write; the queue's limit
+    if !(MIN_SIZE..=most).contains(&size) {
+        return Err(format!(
+            "{size} is not between {MIN_SIZE} and {most} bytes (PIPE_BUF, and \
+             /proc/sys/fs/mqueue/msgsize_max = {msgsize_max})"
+        ));
     }
+    Ok(size)
 }
 
 /// The same messages through a POSIX message queue and through a pipe, and how fast.

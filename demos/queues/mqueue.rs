@@ -77,19 +77,21 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     let consumer_pids: Vec<Pid> = consumers.iter().map(|consumer| consumer.pid).collect();
     let pids = |of: &[Spawned]| -> Vec<i32> { of.iter().map(|child| child.pid.as_raw()).collect() };
     let (p, c) = (args.producers, args.consumers);
+    let s = |n: u32| if n == 1 { "" } else { "s" }; // "1 consumer", "2 consumers"
+    let (cs, ps) = (s(c), s(p));
     event("forked")
         .field("consumers", pids(&consumers))
         .field("producers", pids(&producers))
-        .say(format!("forked {c} consumers and {p} producers"));
+        .say(format!("forked {c} consumer{cs} and {p} producer{ps}"));
     mq_unlink(name).with_context(|| format!("mq_unlink({name})"))?; // all have it open now
     event("unlinked").say(format!(
-        "mq_unlink({name}): {c} consumers and {p} producers have it open; the queue lives on, nameless"
+        "mq_unlink({name}): every child has it open; the queue lives on, nameless"
     ));
     for producer in producers {
         producer.collect::<()>(&consumer_pids)?; // a dead consumer: give up, do not hang
     }
     event("end_of_work").field("messages", c).say(format!(
-        "producers done; sending {c} end-of-work messages at priority 0, one per consumer"
+        "producers done; sending {c} end-of-work message{cs} at priority 0, one per consumer"
     ));
     for seq in 0..u64::from(c) {
         let end = encode(Tag { writer: END, seq }, SIZE);
@@ -139,9 +141,10 @@ fn consume(queue: &MqdT) -> anyhow::Result<Vec<Tag>> {
             bail!("a damaged message");
         };
         if tag.writer == END {
-            let count = received.len();
-            let stopping = format!("end-of-work message: stopping after {count} messages");
-            event("end").field("received", count).say(stopping);
+            let n = received.len();
+            let s = if n == 1 { "" } else { "s" };
+            let stopping = format!("end-of-work message: stopping after {n} message{s}");
+            event("end").field("received", n).say(stopping);
             return Ok(received);
         }
         received.push(tag);
