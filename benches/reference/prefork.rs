@@ -83,6 +83,7 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
         draw(
             &figures.join(format!("prefork_{name}.svg")),
             &title,
+            "dispatch",
             &panels,
         )?;
         results.insert(
