@@ -150,6 +150,7 @@ fn against_nginx(figures: &Path) -> anyhow::Result<Value> {
     draw(
         &figures.join("prefork_nginx.svg"),
         &title,
+        "server",
         &[("requests/s", &bars[..])],
     )?;
     Ok(
