@@ -8,14 +8,17 @@
 //!   same way (`--produce`: the demo's writer fills each chunk, as dd's does);
 //! - `nice` (one session and separate sessions) and `proc_vs_thread`, for the figures.
 //!
-//! - `prefork --self-test` in each dispatch mode, for the prefork chapter's figures
-//!   (`book/src/patterns/prefork.json` and `prefork_*.svg`).
+//! - `prefork --self-test` in each dispatch mode, and wrk against prefork and nginx, for
+//!   the prefork chapter (see reference/prefork.rs).
 //!
 //! `cargo bench --bench reference -- sched` (or `-- prefork`) runs one part only.
 //! It prints each ratio (demo / reference, target 0.9-1.1), writes everything to
 //! `book/src/sched/bench.json` and draws the book's figures as SVG next to it. It exits 1
 //! if a ratio is outside the target. Needs `perf` (Debian: `apt-get install linux-perf`);
 //! without it the perf comparisons are skipped and said so.
+
+#[path = "reference/prefork.rs"]
+mod prefork;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,10 +43,10 @@ fn main() -> anyhow::Result<()> {
     match only.as_deref() {
         None => {
             sched(&book.join("sched"))?;
-            prefork(&book.join("patterns"))
+            prefork::run(&book.join("patterns"))
         }
         Some("sched") => sched(&book.join("sched")),
-        Some("prefork") => prefork(&book.join("patterns")),
+        Some("prefork") => prefork::run(&book.join("patterns")),
         Some(other) => bail!("no part called {other:?}: sched or prefork"),
     }
 }
@@ -210,88 +213,6 @@ fn sched(figures: &Path) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    Ok(())
-}
-
-/// Workloads for the prefork figures: (name, what it means, the self-test's load).
-const PREFORK_LOADS: [(&str, &str, &[&str]); 2] = [
-    (
-        "echo",
-        "every request instant (ECHO)",
-        &["--requests", "20000"],
-    ),
-    (
-        "mixed",
-        "every 10th request takes 20 ms (SLOW)",
-        &[
-            "--requests",
-            "2000",
-            "--slow-ms",
-            "20",
-            "--slow-every",
-            "10",
-        ],
-    ),
-];
-const PREFORK_MODES: [&str; 3] = ["shared-accept", "round-robin", "least-loaded"];
-const PREFORK_RUNS: usize = 5;
-
-/// The prefork chapter's figures: requests/s by dispatch mode, 4 workers, 8 connections,
-/// median of PREFORK_RUNS self-tests per mode and workload (modes alternate).
-fn prefork(figures: &Path) -> anyhow::Result<()> {
-    let mut results = serde_json::Map::new();
-    for (name, meaning, load) in PREFORK_LOADS {
-        println!(
-            "== prefork --self-test, {meaning}: requests/s (p99 ms), median of {PREFORK_RUNS}"
-        );
-        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); PREFORK_MODES.len()];
-        for _ in 0..PREFORK_RUNS {
-            for (mode, samples) in PREFORK_MODES.iter().zip(&mut runs) {
-                let args = [&["--self-test", "--dispatch", mode, "--workers", "4"], load].concat();
-                let summary = run_demo(env!("CARGO_BIN_EXE_prefork"), &args)?;
-                samples.push(summary["client"].clone());
-            }
-        }
-        let mut bars = Vec::new();
-        let mut rows = Vec::new();
-        for (mode, samples) in PREFORK_MODES.iter().zip(&runs) {
-            let field = |key: &str| -> Vec<f64> {
-                samples
-                    .iter()
-                    .map(|client| client[key].as_f64().unwrap_or(f64::NAN))
-                    .collect()
-            };
-            let (rps, p99) = (
-                measure::median(&field("rps")),
-                measure::median(&field("p99_ms")),
-            );
-            println!("  {mode:<14} {rps:8.0} requests/s  p99 {p99:7.3} ms");
-            bars.push((mode.to_string(), rps, None));
-            rows.push(json!({ "dispatch": mode, "rps": rps, "p99_ms": p99,
-                              "rps_samples": field("rps"), "p99_ms_samples": field("p99_ms") }));
-        }
-        bar_figure(
-            &figures.join(format!("prefork_{name}.svg")),
-            &format!("Requests/s, {meaning}"),
-            &bars,
-            None,
-        )?;
-        results.insert(
-            name.into(),
-            json!({ "load": load, "meaning": meaning, "modes": rows }),
-        );
-    }
-    results.insert(
-        "machine".into(),
-        json!({ "cpus": measure::usable_cpus(), "kernel": kernel_release() }),
-    );
-    let json_path = figures.join("prefork.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
-        .with_context(|| format!("write {}", json_path.display()))?;
-    println!(
-        "\nwrote {} and the figures prefork_echo.svg, prefork_mixed.svg beside it",
-        json_path.display()
-    );
     Ok(())
 }
 

@@ -67,6 +67,36 @@ fn client_summary(mut client: std::process::Child) -> (ExitStatus, Value) {
     (status, summary(&events(&stdout)).clone())
 }
 
+/// The HTTP request for `path`, as curl sends it.
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+/// The status code and body of a whole HTTP reply (its Content-Length exactly the body's
+/// length, and `Connection: close`); panics on anything else.
+fn status_and_body(reply: &str) -> (u16, String) {
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().expect("a status line");
+    let status = status.strip_prefix("HTTP/1.1 ").expect("HTTP/1.1")[..3]
+        .parse()
+        .expect("a status code");
+    let headers: Vec<&str> = lines.collect();
+    assert!(headers.contains(&"Connection: close"), "{reply:?}");
+    assert!(
+        headers.contains(&format!("Content-Length: {}", body.len()).as_str()),
+        "{reply:?}"
+    );
+    (status, body.to_owned())
+}
+
+/// One HTTP GET on its own connection: the body of a 200 reply.
+fn body_of(port: u16, path: &str) -> String {
+    let (status, body) = status_and_body(&ask(port, &get(path)).expect("a reply"));
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
 /// One request on its own connection: what came back before the server closed it.
 fn ask(port: u16, request: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
@@ -77,12 +107,17 @@ fn ask(port: u16, request: &str) -> std::io::Result<String> {
     Ok(reply)
 }
 
-/// Sends `SLOW ms tag` on a thread; the thread returns the reply and when it came.
+/// Sends `GET /slow/ms/tag` on a thread; the thread returns the reply's body ("" if none
+/// came) and when it came.
 fn ask_slowly(port: u16, ms: u64, tag: &str) -> std::thread::JoinHandle<(String, Instant)> {
-    let request = format!("SLOW {ms} {tag}\n");
+    let request = get(&format!("/slow/{ms}/{tag}"));
     std::thread::spawn(move || {
         let reply = ask(port, &request).unwrap_or_default(); // reset: no reply
-        (reply, Instant::now())
+        let body = match reply.is_empty() {
+            true => reply,
+            false => status_and_body(&reply).1,
+        };
+        (body, Instant::now())
     })
 }
 
@@ -364,7 +399,7 @@ fn connections_still_in_the_listen_queue_are_reset_by_a_stop() {
     let (running, port) = server(&["--workers", "1"], 1);
     let slow = ask_slowly(port, 2000, "slow");
     wait_until_serving(&running, 1);
-    let queued = std::thread::spawn(move || ask(port, "ECHO queued\n"));
+    let queued = std::thread::spawn(move || ask(port, &get("/echo/queued")));
     std::thread::sleep(Duration::from_millis(200)); // it is connected, in the queue
     running.terminate();
     let reply = queued.join().expect("the queued request's thread");
@@ -381,7 +416,7 @@ fn connections_still_in_the_listen_queue_are_reset_by_a_stop() {
 
 #[test]
 fn a_client_that_trickles_its_request_is_dropped_at_the_deadline() {
-    // Slowloris: one byte a second, never a whole line. The worker gives it 5 s in all.
+    // Slowloris: one byte a second, never a whole request head. The worker gives it 5 s.
     let (running, port) = server(&["--workers", "1"], 1);
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let connected = Instant::now();
@@ -401,11 +436,7 @@ fn a_client_that_trickles_its_request_is_dropped_at_the_deadline() {
     assert_eq!(reply, "");
     assert!((4.5..8.0).contains(&after), "dropped after {after} s");
     // The worker is free again.
-    assert!(
-        ask(port, "ECHO next\n")
-            .expect("a reply")
-            .starts_with("next worker 0 ")
-    );
+    assert!(body_of(port, "/echo/next").starts_with("next worker 0 "));
     running.terminate();
     let (status, events) = running.finish();
     assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
@@ -525,36 +556,24 @@ fn the_scoreboard_is_shared_memory_that_status_reads() {
         );
         assert!(!maps.contains("/dev/shm/"), "{maps}");
     }
-    let status = ask(port, "STATUS\n").expect("STATUS");
-    let mut lines = status.lines();
-    assert!(
-        lines
-            .next()
-            .is_some_and(|first| first.starts_with("STATUS from worker "))
-    );
-    let rows: Vec<Vec<&str>> = lines
-        .skip(1) // the column names
-        .map(|row| row.split_whitespace().collect())
-        .collect();
-    let listed: Vec<i32> = rows
-        .iter()
-        .map(|row| row[1].parse().expect("a pid"))
-        .collect();
-    for row in &rows {
+    let status: Value = serde_json::from_str(&body_of(port, "/status")).expect("JSON");
+    assert!(workers.contains(&pid_of(&status["pid"])), "{status}");
+    let rows = status["rows"].as_array().expect("rows");
+    let listed: Vec<i32> = rows.iter().map(|row| pid_of(&row["pid"])).collect();
+    for row in rows {
         // Idle workers beat every 250 ms (SO_RCVTIMEO on accept()).
-        let age: f64 = row[4]
-            .trim_end_matches('s')
-            .parse()
-            .expect("a heartbeat age");
+        let age = row["heartbeat_age"].as_f64().expect("a heartbeat age");
         assert!(age < 1.0, "{status}");
     }
     let (mut listed, mut workers) = (listed, workers);
     listed.sort();
     workers.sort();
     assert_eq!(listed, workers, "{status}");
+    let (code, body) = status_and_body(&ask(port, &get("/hello")).expect("a reply"));
+    assert_eq!(code, 404);
     assert_eq!(
-        ask(port, "HELLO\n").expect("a reply"),
-        "ERROR requests are: ECHO <tag>, SLOW <ms> <tag>, STATUS\n"
+        body,
+        "requests are: GET /echo/<tag>, GET /slow/<ms>/<tag>, GET /status\n"
     );
     running.terminate();
     let (status, events) = running.finish();
@@ -576,7 +595,7 @@ fn a_restarted_server_binds_its_port_while_old_connections_are_in_time_wait() {
     // TIME_WAIT for a minute after the server has gone: only SO_REUSEADDR lets the next
     // server bind the port now.
     let (running, port) = server(&["--workers", "1"], 1);
-    let reply = ask(port, "ECHO first\n").expect("a reply");
+    let reply = body_of(port, "/echo/first");
     assert!(reply.starts_with("first worker 0 "), "{reply:?}");
     running.terminate();
     let (status, events) = running.finish();
@@ -659,4 +678,258 @@ fn sigkill_of_the_master_takes_its_workers_along() {
         let gone = eventually(Duration::from_secs(5), || !util::running(worker));
         assert!(gone, "worker {worker} outlived its master");
     }
+}
+
+#[test]
+fn idle_connections_do_not_starve_the_defended_server() {
+    // Issue 16: 8 connections that send nothing (reopened when dropped) and 4 workers.
+    // TCP_DEFER_ACCEPT keeps them from accept(); the load finishes as if they were not.
+    for mode in ["shared-accept", "round-robin"] {
+        let (running, port) = server(&["--workers", "4", "--dispatch", mode], 4);
+        let started = Instant::now();
+        let client = start_client(
+            port,
+            &["--idle", "8", "--requests", "500", "--connections", "8"],
+        );
+        let (status, report) = client_summary(client);
+        let took = started.elapsed();
+        assert!(status.success(), "{mode}: {report}");
+        assert_every_request_answered(&report, 500);
+        assert!(
+            took < Duration::from_secs(2),
+            "{mode}: took {took:?}: {report}"
+        );
+        running.terminate();
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+        assert_eq!(find(&events, "listening")["idle_defence"], true);
+    }
+}
+
+#[test]
+fn an_idle_connection_is_held_back_by_the_kernel_then_dropped_at_its_first_byte_deadline() {
+    // With the defence, the kernel keeps a silent connection from accept() for the defer
+    // time (5 s, rounded up to SYN-ACK retransmissions), then lets it through, and the
+    // worker drops it after 0.2 s; without it, the worker takes it at once and waits 5 s.
+    for (defence, kept_back, held_for) in [
+        (&[][..], 4.0..10.0, 0.1..1.0),
+        (&["--no-idle-defence"][..], 0.0..0.5, 4.5..6.0),
+    ] {
+        let (running, port) = server(&[&["--workers", "1"], defence].concat(), 1);
+        let worker = running.children()[0];
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(TIME_LIMIT)).expect("timeout");
+        let connected = Instant::now();
+        // The kernel's word: the worker sleeps reading a connection, not in accept().
+        let taken = eventually(Duration::from_secs(12), || {
+            proc_wchan(worker).as_deref() == Some("wait_woken")
+        });
+        assert!(taken, "{defence:?}: the worker never took the connection");
+        let taken = Instant::now();
+        let mut nothing = Vec::new();
+        let _ = stream.read_to_end(&mut nothing); // end-of-file: the worker dropped it
+        assert!(nothing.is_empty());
+        let (kept, held) = (
+            taken.duration_since(connected).as_secs_f64(),
+            taken.elapsed().as_secs_f64(),
+        );
+        assert!(kept_back.contains(&kept), "{defence:?}: kept back {kept} s");
+        assert!(held_for.contains(&held), "{defence:?}: held {held} s");
+        running.terminate();
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    }
+}
+
+#[test]
+fn the_client_gives_up_about_2_s_after_the_server_goes_away() {
+    // Nobody listening: every attempt refused; the default load of 2000 requests would
+    // have taken 2000 × 21 attempts / 8 threads × 5 ms = 26 s.
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("address").port();
+    drop(free);
+    let started = Instant::now();
+    let (status, report) = client_summary(start_client(port, &[]));
+    assert!(started.elapsed() < Duration::from_secs(3), "{report}");
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(report["gave_up"], true, "{report}");
+    assert_eq!(report["failed"], 2000, "{report}");
+    // A server stopped in the middle of the load: the client reports within about 2 s.
+    let (running, port) = server(&["--workers", "2"], 2);
+    let client = start_client(port, &["--requests", "1000000", "--slow-ms", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    let gone = Instant::now();
+    let (status, report) = client_summary(client);
+    let after = gone.elapsed();
+    assert!(
+        after < Duration::from_secs(3),
+        "{after:?} after the server: {report}"
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(report["gave_up"], true, "{report}");
+    assert_eq!(report["mismatched"], 0, "{report}");
+    assert!(report["ok"].as_u64() > Some(0), "{report}");
+}
+
+#[test]
+fn a_closed_stdout_stops_a_server_gracefully() {
+    // `prefork | head -1`: the server stops as SIGTERM would, reaps, and exits 0.
+    let mut command = Command::new(cargo_bin!("prefork"));
+    command
+        .args(["--json", "--workers", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut process = command.spawn().expect("the server starts");
+    let mut stdout = std::io::BufReader::new(process.stdout.take().expect("piped"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("the first line");
+    let listening: Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(listening["event"], "listening");
+    let master = process.id() as i32;
+    let workers = eventually(Duration::from_secs(5), || children_of(master).len() == 2);
+    assert!(workers, "two workers");
+    let workers = children_of(master);
+    drop(stdout); // as `head -1` does
+    let ended = eventually(Duration::from_secs(5), || {
+        process.try_wait().expect("try_wait").is_some()
+    });
+    assert!(ended, "the server runs on with its stdout closed");
+    let status = process.wait().expect("wait");
+    let stderr = std::io::read_to_string(process.stderr.take().expect("piped")).expect("stderr");
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr, "", "nobody complains");
+    for worker in workers {
+        assert_eq!(proc_state(worker), None, "worker {worker} is left");
+    }
+}
+
+/// The pids whose parent is `pid` (from /proc/<pid>/task/<pid>/children).
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+/// The examples at the end of `--help`: (command, what it promises).
+fn help_examples(help: &str) -> Vec<(String, String)> {
+    let examples = help
+        .split_once("Examples:\n")
+        .expect("an Examples section")
+        .1;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for line in examples.lines() {
+        match line.strip_prefix("      ") {
+            Some(promise) => pairs.last_mut().expect("a command first").1 = promise.into(),
+            None => pairs.push((line.trim().to_owned(), String::new())),
+        }
+    }
+    pairs
+}
+
+/// Runs a shell command (curl, wrk) with a time limit; its stdout.
+fn shell(command: &str) -> String {
+    let mut shell = Command::new("sh");
+    shell.args(["-c", command]).stdin(Stdio::null());
+    let output = output_within(shell, TIME_LIMIT).expect("the command ends in time");
+    String::from_utf8_lossy(&output).into_owned()
+}
+
+#[test]
+fn every_help_example_shows_what_it_promises() {
+    let help = run(demo(), &["--help"]).get_output().stdout.clone();
+    let examples = help_examples(&String::from_utf8(help).expect("UTF-8"));
+    assert_eq!(examples.len(), 10, "{examples:?}");
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("address").port().to_string();
+    drop(free);
+    let mut serving = None;
+    for (example, promise) in examples {
+        let command = example.replace("8080", &port);
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let tool = example.split_whitespace().next().expect("a command");
+        if tool != "prefork" && shell(&format!("command -v {tool}")).is_empty() {
+            eprintln!("{tool} is not installed: `{example}` not run");
+            continue;
+        }
+        let client = |events: &[Value]| summary(events)["client"].clone();
+        match example.as_str() {
+            "prefork --self-test" => {
+                assert_every_request_answered(&client(&run_json(demo(), &args)), 2000)
+            }
+            "prefork --self-test --dispatch round-robin" => {
+                let client = client(&run_json(demo(), &args));
+                assert_eq!(
+                    client["per_worker"],
+                    serde_json::json!([500, 500, 500, 500]),
+                    "{client}"
+                );
+            }
+            e if e.contains("--slow-ms 20") => {
+                let client = client(&run_json(demo(), &args));
+                assert_every_request_answered(&client, 2000);
+                assert!(client["p99_ms"].as_f64() >= Some(20.0), "{client}");
+            }
+            "prefork --self-test --idle 8 --requests 500" => {
+                let client = client(&run_json(demo(), &args));
+                assert_every_request_answered(&client, 500);
+                assert!(client["seconds"].as_f64() < Some(2.0), "{client}");
+            }
+            e if e.contains("--no-idle-defence") => {
+                let client = client(&run_json(demo(), &args));
+                assert_every_request_answered(&client, 2);
+                assert!(client["seconds"].as_f64() >= Some(4.5), "{client}");
+                assert!(client["idle_dropped"].as_u64() >= Some(2), "{client}");
+            }
+            e if e.starts_with("prefork --port") => {
+                let workers = args[3].parse().expect("--workers W");
+                let (running, _) = server(&args, workers);
+                serving = Some(running);
+            }
+            e if e.starts_with("prefork client") => {
+                let (status, report) = client_summary(start_client_with(&args));
+                assert!(status.success(), "{report}");
+                assert_every_request_answered(&report, 2000);
+            }
+            e if e.starts_with("curl -i") => {
+                let reply = shell(&command).replace("\r\n", "\n");
+                assert!(reply.starts_with("HTTP/1.1 200 OK\n"), "{reply}");
+                assert!(reply.contains("\nConnection: close\n"), "{reply}");
+                assert!(reply.contains("\nContent-Length: "), "{reply}");
+                assert!(reply.contains("\n\nhello worker "), "{reply}");
+            }
+            e if e.starts_with("curl") => {
+                let status: Value = serde_json::from_str(&shell(&command)).expect("JSON");
+                assert_eq!(status["rows"].as_array().map(Vec::len), Some(4), "{status}");
+            }
+            e if e.starts_with("wrk") => {
+                let report = shell(&command);
+                assert!(report.contains("Requests/sec:"), "{report}");
+                assert!(!report.contains("Non-2xx"), "{report}");
+                assert!(!report.contains("Socket errors"), "{report}");
+            }
+            _ => panic!("no check for the example `{example}` ({promise})"),
+        }
+    }
+    let running = serving.expect("the server example ran");
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+/// `prefork client` with the example's arguments (`client --port P …`) and --json.
+fn start_client_with(args: &[&str]) -> std::process::Child {
+    Command::new(cargo_bin!("prefork"))
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts")
 }

@@ -416,3 +416,61 @@ fn a_closed_stdout_causes_no_panic() {
         ],
     );
 }
+
+#[test]
+fn every_help_example_shows_what_it_promises() {
+    // Issue 16: each example at the end of --help is run, and shows its effect.
+    let help = run(demo(), &["--help"]).get_output().stdout.clone();
+    let help = String::from_utf8(help).expect("UTF-8");
+    let examples: Vec<&str> = help
+        .split_once("Examples:\n")
+        .expect("an Examples section")
+        .1
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(examples.len(), 7, "{examples:?}");
+    for example in examples {
+        let args: Vec<&str> = example.split_whitespace().skip(1).collect();
+        let kills = |events: &[Value]| events.iter().filter(|e| e["event"] == "kill").count();
+        match example {
+            "worker_pool" | "worker_pool --workers 4 --tasks 1000" => {
+                let events = run_json(demo(), &args);
+                assert_every_task_once(summary(&events), 1000);
+                assert_no_worker_left(&events);
+            }
+            "worker_pool --task-cost uniform --kill-worker-every 50" => {
+                let events = run_json(demo(), &args);
+                assert_every_task_once(summary(&events), 1000);
+                assert!(kills(&events) >= 1, "no worker was killed");
+                assert!(summary(&events)["respawns"].as_u64() >= Some(1));
+            }
+            "worker_pool --task-cost uneven --compare" => {
+                let events = run_json(demo(), &args);
+                let summary = summary(&events);
+                let dynamic = summary["dynamic_seconds"].as_f64().expect("seconds");
+                let fixed = summary["static_seconds"].as_f64().expect("seconds");
+                assert!(dynamic < fixed, "dynamic {dynamic}s, static {fixed}s");
+            }
+            "worker_pool --hang-task 7 --timeout 0.5 --retries 1" => {
+                let events = run_json(demo(), &args);
+                let named = |name| events.iter().filter(|e| e["event"] == name).count();
+                assert!(named("silent") >= 2, "said silent before each timeout");
+                assert_eq!(named("timeout"), 2, "one try and one retry");
+                assert_eq!(summary(&events)["failed_tasks"], serde_json::json!([7]));
+            }
+            "worker_pool --crash-at-start" => {
+                let events = run_json_failing(demo(), &args, "giving up");
+                assert!(events.iter().any(|e| e["event"] == "backoff"));
+            }
+            "worker_pool --map-reduce" => {
+                let events = run_json(demo(), &args);
+                let summary = summary(&events);
+                assert_eq!(summary["map_reduce_ok"], true, "{summary}");
+                assert_eq!(summary["map_reduce_sum"], summary["sequential_sum"]);
+            }
+            _ => panic!("no check for the example `{example}`"),
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! client — prefork's load generator: `prefork client`, and the client of --self-test.
 //!
 //! Demonstrates: what a client of a pre-forked server sees: C threads, each with one
-//! connection at a time, send R requests in all, each with its own tag, and check that
-//! each gets exactly one reply, its own — a worker killed mid-request costs a retry on a
-//! new connection, never a wrong or a second reply.
+//! connection at a time, send R HTTP requests in all, each with its own tag, and check
+//! that each gets exactly one reply, its own — a worker killed mid-request costs a retry
+//! on a new connection, never a wrong or a second reply. No connection for 2 s: it stops.
 //! Run:     cargo run --bin prefork -- client --port P     (P: the port a server printed)
 //! Observe: `ok` equals `requests`; `mismatched` and `failed` stay 0 (else exit status 1).
 //! Book:    book/src/patterns/prefork.md
@@ -11,15 +11,16 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use proclab::cli;
-use proclab::measure::quantile;
 use proclab::narrate::{self, event};
-use serde::{Deserialize, Serialize};
 
 use crate::options::{ClientArgs, Load};
+use crate::report::{self, Report, ThreadResults};
+use crate::{http, idle};
 
 /// `prefork client`: sends the load, reports it as the run's summary, and exits 1 unless
 /// every request got exactly one reply, its own.
@@ -31,6 +32,14 @@ pub fn main(client: &ClientArgs) -> ExitCode {
 
 /// An error unless every request got exactly one reply, its own.
 pub fn check(report: &Report) -> anyhow::Result<()> {
+    if report.gave_up {
+        bail!(
+            "no connection got through for {} s: gave up, {} of {} requests unanswered",
+            GIVE_UP_AFTER.as_secs(),
+            report.failed,
+            report.requests
+        );
+    }
     if report.mismatched > 0 || report.failed > 0 {
         bail!(
             "{} of {} requests got a wrong reply and {} none at all",
@@ -43,82 +52,87 @@ pub fn check(report: &Report) -> anyhow::Result<()> {
 }
 
 // ANCHOR: load
-/// Sends the load to 127.0.0.1:`port` and reports it, as the run's `summary` or as a
-/// `load_done` event.
+/// Sends the load to 127.0.0.1:`port` (and holds the idle connections, if any) and
+/// reports it, as the run's `summary` or as a `load_done` event.
 pub fn run(load: &Load, port: u16, account_as: AccountAs) -> Report {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let connections = load.connections.min(load.requests); // no more threads than requests
     event("load")
         .field("connections", connections)
         .field("requests", load.requests)
+        .field("idle", load.idle)
         .say(format!(
-            "{} requests to {address} from {connections} connections at a time",
-            load.requests
+            "{} requests to {address} from {connections} connections at a time{}",
+            load.requests,
+            match load.idle {
+                0 => String::new(),
+                idle => format!(", beside {idle} idle ones"),
+            }
         ));
-    let started = Instant::now();
-    let results_per_thread: Vec<ThreadResults> = std::thread::scope(|scope| {
+    let life = Life::new();
+    let load_done = AtomicBool::new(false);
+    let (results_per_thread, idle_dropped, seconds) = std::thread::scope(|scope| {
+        let idle = idle::hold(scope, address, load.idle, &load_done); // first: they queue first
+        let started = Instant::now();
         let threads: Vec<_> = (0..connections)
             .map(|thread| {
                 // Thread t sends requests t, t + C, t + 2C…: R in all.
                 let count = (load.requests - thread).div_ceil(connections);
-                scope.spawn(move || send_requests(address, load, thread, count))
+                let life = &life;
+                scope.spawn(move || send_requests(address, load, thread, count, life))
             })
             .collect();
-        threads
+        let results: Vec<ThreadResults> = threads
             .into_iter()
             .map(|thread| thread.join().expect("a client thread does not panic"))
-            .collect()
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        load_done.store(true, Ordering::Relaxed); // the idle connections close now
+        (results, idle::dropped(idle), seconds)
     });
-    let seconds = started.elapsed().as_secs_f64();
-    let report = account(load, results_per_thread, seconds);
+    let mut report = report::account(load, results_per_thread, seconds);
+    report.idle_dropped = idle_dropped;
+    report.gave_up = life.gave_up.load(Ordering::Relaxed);
     let (name, label) = match account_as {
         AccountAs::Summary => ("summary", "summary"),
         AccountAs::LoadDone => ("load_done", "load done"),
     };
-    let text = format!(
-        "{label}: {} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed; \
-         {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
-        report.requests,
-        report.ok,
-        report.errors,
-        report.refused,
-        report.mismatched,
-        report.failed,
-        report.rps,
-        report.p50_ms,
-        report.p99_ms,
-        report.per_worker
-    );
-    event(name).fields(&report).say(text);
+    event(name)
+        .fields(&report)
+        .say(format!("{label}: {}", report::text(&report)));
     report
 }
 
 /// One client thread: `count` requests, one connection each, tagged `<thread>-<n>`.
-fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> ThreadResults {
+fn send_requests(
+    address: SocketAddr,
+    load: &Load,
+    thread: u64,
+    count: u64,
+    life: &Life,
+) -> ThreadResults {
     let mut results = ThreadResults::default();
     for n in 0..count {
+        if life.gave_up.load(Ordering::Relaxed) {
+            results.failed += count - n; // never sent: nobody is there to answer
+            break;
+        }
         let tag = format!("{thread}-{n}");
-        let request = if load.slow_ms > 0 && n % load.slow_every == 0 {
-            format!("SLOW {} {tag}\n", load.slow_ms)
-        } else {
-            format!("ECHO {tag}\n")
+        let path = match load.slow_ms > 0 && n % load.slow_every == 0 {
+            true => format!("/slow/{}/{tag}", load.slow_ms),
+            false => format!("/echo/{tag}"),
         };
-        let timeout = Duration::from_millis(load.slow_ms) + Duration::from_secs(10);
+        // Long enough to wait behind idle connections that hold every worker.
+        let timeout = Duration::from_millis(load.slow_ms) + Duration::from_secs(30);
         let first_attempt = Instant::now();
         let mut attempts = 0;
         loop {
-            match exchange(address, &request, timeout) {
+            match exchange(address, &path, timeout, life) {
                 Ok(reply) => {
                     match worker_of(&reply, &tag) {
                         Some(slot) => {
-                            results.ok += 1;
-                            results
-                                .latencies_ms
-                                .push(first_attempt.elapsed().as_secs_f64() * 1e3);
-                            if results.per_worker.len() <= slot {
-                                results.per_worker.resize(slot + 1, 0);
-                            }
-                            results.per_worker[slot] += 1;
+                            let latency_ms = first_attempt.elapsed().as_secs_f64() * 1e3;
+                            results.answered(slot, latency_ms);
                         }
                         None => results.mismatched += 1,
                     }
@@ -129,7 +143,7 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
                     results.refused +=
                         u64::from(error.kind() == std::io::ErrorKind::ConnectionRefused);
                     attempts += 1;
-                    if attempts > load.retries {
+                    if attempts > load.retries || life.silent_too_long() {
                         results.failed += 1;
                         break;
                     }
@@ -142,28 +156,38 @@ fn send_requests(address: SocketAddr, load: &Load, thread: u64, count: u64) -> T
 }
 // ANCHOR_END: load
 
-/// One attempt: connect, send the request line, read until the server closes. A
-/// connection that ends before a whole line came back is an error (to retry).
-fn exchange(address: SocketAddr, request: &str, timeout: Duration) -> std::io::Result<String> {
+/// One attempt: connect, send the request, read until the server closes. A connection
+/// that ends before a whole reply came back is an error (to retry).
+fn exchange(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    life: &Life,
+) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    life.sign(); // somebody is listening
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(http::request(path).as_bytes())?;
     let mut reply = Vec::new();
     let read = stream.read_to_end(&mut reply);
-    if !reply.ends_with(b"\n") {
+    life.sign(); // and somebody answered, or closed
+    if http::parse_reply(&reply).is_none() {
         read?; // (reset, timeout…)
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "closed without a whole reply",
         ));
     }
-    Ok(String::from_utf8_lossy(&reply).into_owned())
+    Ok(reply)
 }
 
-/// The worker slot named by `reply` if it is exactly one line answering `tag`:
-/// `<tag> worker <slot> pid <pid>`.
-fn worker_of(reply: &str, tag: &str) -> Option<usize> {
-    let mut lines = reply.lines();
+/// The worker slot named by `reply` if it is `200 OK` with exactly one line answering
+/// `tag`: `<tag> worker <slot> pid <pid>`.
+fn worker_of(reply: &[u8], tag: &str) -> Option<usize> {
+    let (200, body) = http::parse_reply(reply)? else {
+        return None;
+    };
+    let mut lines = body.lines();
     let (line, extra) = (lines.next()?, lines.next());
     if extra.is_some() {
         return None; // two replies to one request
@@ -174,75 +198,46 @@ fn worker_of(reply: &str, tag: &str) -> Option<usize> {
     }
 }
 
-fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64) -> Report {
-    let mut report = Report {
-        requests: load.requests,
-        seconds: (seconds * 1e6).round() / 1e6,
-        ..Report::default()
-    };
-    let mut latencies = Vec::new();
-    for results in results_per_thread {
-        report.ok += results.ok;
-        report.errors += results.errors;
-        report.refused += results.refused;
-        report.mismatched += results.mismatched;
-        report.failed += results.failed;
-        latencies.extend(results.latencies_ms);
-        if report.per_worker.len() < results.per_worker.len() {
-            report.per_worker.resize(results.per_worker.len(), 0);
-        }
-        for (slot, replies) in results.per_worker.into_iter().enumerate() {
-            report.per_worker[slot] += replies;
-        }
-    }
-    let round = |value: f64| (value * 1000.0).round() / 1000.0;
-    report.rps = (report.ok as f64 / seconds).round();
-    if !latencies.is_empty() {
-        report.p50_ms = round(quantile(&latencies, 0.5));
-        report.p99_ms = round(quantile(&latencies, 0.99));
-    }
-    report
+/// The client's overall deadline: once no connection has been accepted or answered for
+/// GIVE_UP_AFTER and a request fails, the server is gone, and the client reports.
+struct Life {
+    started: Instant,
+    /// When a connection last got through: ms since `started`.
+    last_sign_ms: AtomicU64,
+    gave_up: AtomicBool,
 }
+
+impl Life {
+    fn new() -> Life {
+        let (last_sign_ms, gave_up) = (AtomicU64::new(0), AtomicBool::new(false));
+        Life {
+            started: Instant::now(),
+            last_sign_ms,
+            gave_up,
+        }
+    }
+
+    fn sign(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_sign_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// True (and from now on, for every thread) once nobody answered for GIVE_UP_AFTER.
+    fn silent_too_long(&self) -> bool {
+        let last = Duration::from_millis(self.last_sign_ms.load(Ordering::Relaxed));
+        if self.started.elapsed().saturating_sub(last) > GIVE_UP_AFTER {
+            self.gave_up.store(true, Ordering::Relaxed);
+        }
+        self.gave_up.load(Ordering::Relaxed)
+    }
+}
+
+/// How long the client keeps trying while no connection gets through.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
 
 /// Where the client's account goes: the run's summary (`prefork client`), or a
 /// `load_done` event (--self-test: the server's summary comes last).
 pub enum AccountAs {
     Summary,
     LoadDone,
-}
-
-/// The client's account: the JSON fields of its summary.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Report {
-    pub requests: u64,
-    /// Requests answered by exactly one reply carrying their tag.
-    pub ok: u64,
-    /// Failed attempts (each retried): refused, reset, closed without a reply.
-    pub errors: u64,
-    /// Of the errors, connections refused (ECONNREFUSED): nobody was listening.
-    pub refused: u64,
-    /// Replies with another request's tag, or more than one reply.
-    pub mismatched: u64,
-    /// Requests still unanswered after every retry.
-    pub failed: u64,
-    pub seconds: f64,
-    /// Answered requests per second.
-    pub rps: f64,
-    /// Latency of answered requests, from the first attempt to the reply.
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Replies per worker slot, as the replies named it.
-    pub per_worker: Vec<u64>,
-}
-
-/// One thread's results.
-#[derive(Default)]
-struct ThreadResults {
-    ok: u64,
-    errors: u64,
-    refused: u64,
-    mismatched: u64,
-    failed: u64,
-    latencies_ms: Vec<f64>,
-    per_worker: Vec<u64>,
 }

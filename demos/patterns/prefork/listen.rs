@@ -18,6 +18,7 @@ use nix::sys::socket::{
 
 use proclab::narrate::event;
 
+use crate::http::IdleDefence;
 use crate::options::{Dispatch, Server};
 use crate::worker::heartbeat;
 
@@ -26,7 +27,11 @@ use crate::worker::heartbeat;
 /// (the kernel chooses one for `port` 0).
 ///
 /// # References: socket(2), setsockopt(2) SO_REUSEADDR, bind(2), listen(2), ip(7)
-pub fn listen_on(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)> {
+pub fn listen_on(
+    port: u16,
+    dispatch: Dispatch,
+    defence: IdleDefence,
+) -> anyhow::Result<(OwnedFd, u16)> {
     let listener = socket(
         AddressFamily::Inet,    // IPv4
         SockType::Stream,       // TCP: a byte stream, connections
@@ -43,6 +48,9 @@ pub fn listen_on(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)
     )
     .context("setsockopt(SO_REUSEADDR)")?;
     bind_loopback(&listener, port)?;
+    if defence == IdleDefence::On {
+        defer_accept(&listener)?;
+    }
     listen(
         &listener,          // the socket: from now on the kernel queues connections for it
         Backlog::new(128)?, // at most 128 complete ones waiting for accept() (as std's)
@@ -58,6 +66,35 @@ pub fn listen_on(port: u16, dispatch: Dispatch) -> anyhow::Result<(OwnedFd, u16)
     Ok((listener, port))
 }
 // ANCHOR_END: listen
+
+// ANCHOR: defer_accept
+/// The defence against idle connections (Apache's `AcceptFilter http data` on Linux): a
+/// connection whose client has sent nothing stays in the kernel, its handshake left
+/// unfinished, and never reaches accept() — so it cannot hold a worker. After
+/// DEFER_SECONDS the kernel lets it through anyway; then the worker's first-byte
+/// deadline drops it.
+///
+/// # References: tcp(7) TCP_DEFER_ACCEPT, setsockopt(2)
+fn defer_accept(listener: &OwnedFd) -> anyhow::Result<()> {
+    let seconds: libc::c_int = DEFER_SECONDS;
+    // SAFETY: the option's value is a c_int, passed with its size; setsockopt reads it only.
+    let result = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),                        // the listening socket
+            libc::IPPROTO_TCP,                           // a TCP option, not a socket one
+            libc::TCP_DEFER_ACCEPT,                      // wake accept() only for data
+            (&raw const seconds).cast::<libc::c_void>(), // for at most this many seconds
+            size_of::<libc::c_int>() as libc::socklen_t, // the value's size
+        )
+    };
+    Errno::result(result).context("setsockopt(TCP_DEFER_ACCEPT)")?;
+    Ok(())
+}
+// ANCHOR_END: defer_accept
+
+/// How long the kernel holds back a connection that has sent nothing (rounded up by the
+/// kernel to its SYN-ACK retransmissions: 1 + 2 + 4 = 7 s).
+const DEFER_SECONDS: libc::c_int = 5;
 
 // ANCHOR: bind
 /// `bind(listener, 127.0.0.1:port)`. The address is a `sockaddr_in`, written out: its
@@ -116,13 +153,16 @@ pub fn say_listening(server: &Server, port: u16) {
             " -- try: prefork client --port {port} (Ctrl-C, SIGTERM: stop; SIGHUP: new workers)"
         )
     };
+    let defence = server.idle_defence();
     event("listening")
         .field("port", port)
         .field("workers", server.workers)
         .field("dispatch", server.dispatch)
+        .field("idle_defence", defence == IdleDefence::On)
         .say(format!(
-            "listening on 127.0.0.1:{port}; {} workers, {} dispatch{hint}",
+            "listening on 127.0.0.1:{port}; {} workers, {} dispatch, idle defence {}{hint}",
             server.workers,
-            server.dispatch.name()
+            server.dispatch.name(),
+            defence.name()
         ));
 }

@@ -15,9 +15,12 @@
 
 mod client;
 mod dispatch;
+mod http;
+mod idle;
 mod listen;
 mod master;
 mod options;
+mod report;
 mod respawn;
 mod roll;
 mod scoreboard;
@@ -47,13 +50,6 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args.server))
 }
 
-/// The master's life: listen, fork a worker into each slot and supervise them, summarize.
-fn run(server: &Server) -> anyhow::Result<()> {
-    let mut master = Master::listen(server)?;
-    master.supervise()?;
-    master.summarize()
-}
-
 impl Master<'_> {
     // ANCHOR: spawn
     /// Forks the worker of `slot`: each slot's first at the start, then its replacements.
@@ -70,7 +66,14 @@ impl Master<'_> {
                 if self.server.crash_at_start {
                     return Ok(3); // as a worker whose start-up fails
                 }
-                worker::start(slot, &self.board, channel.take(), self.listener.as_ref())
+                let (board, listener) = (&self.board, self.listener.as_ref());
+                worker::start(
+                    slot,
+                    board,
+                    channel.take(),
+                    listener,
+                    self.server.deadlines(),
+                )
             })
         }?;
         self.supervisor.slots[slot] = Some(Worker {
@@ -99,6 +102,7 @@ impl Master<'_> {
             self.roll_on();
             self.once_all_ready()?;
             self.stop_when_served_long_enough();
+            self.stop_when_stdout_closed();
             if let Some(stop) = &self.stop {
                 if self.supervisor.workers().next().is_none() && !self.self_test.running() {
                     return Ok(()); // every worker reaped
@@ -153,6 +157,13 @@ impl Master<'_> {
             Duration::min,
         )
     }
+}
+
+/// The master's life: listen, fork a worker into each slot and supervise them, summarize.
+fn run(server: &Server) -> anyhow::Result<()> {
+    let mut master = Master::listen(server)?;
+    master.supervise()?;
+    master.summarize()
 }
 
 /// How often the master prints the scoreboard.

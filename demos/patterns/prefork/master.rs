@@ -63,7 +63,8 @@ impl<'a> Master<'a> {
     /// Listens (see listen.rs) and sets up what the workers will share, before any fork.
     pub fn listen(server: &'a Server) -> anyhow::Result<Master<'a>> {
         signals::catch_request(Signal::SIGHUP)?; // not a stop: "replace your workers"
-        let (listener, port) = listen::listen_on(server.port, server.dispatch)?;
+        let (listener, port) =
+            listen::listen_on(server.port, server.dispatch, server.idle_defence())?;
         listen::say_listening(server, port);
         let slots = server.workers as usize;
         Ok(Master {

@@ -12,8 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use proclab::cli;
 use serde::Serialize;
 
-/// The load options need a client to send them: --self-test's, or `prefork client`.
-/// Exits 2 (usage) if one is given to a server without --self-test.
+/// The load options need a client to send them (--self-test's, or `prefork client`).
 pub fn require_self_test_for_load(server: &Server) {
     if server.self_test {
         return;
@@ -81,6 +80,11 @@ pub struct Load {
     #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub retries: u32,
+
+    /// Also hold N connections that send nothing, reopened when dropped (0-256).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub idle: u64,
 }
 
 #[derive(clap::Args)]
@@ -121,10 +125,16 @@ pub struct Server {
     pub dispatch: Dispatch,
 
     /// After SIGTERM or Ctrl-C, how long requests in flight may take to finish (0-3600 s).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = cli::seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5",
+          value_parser = cli::seconds_up_to(3600.0))]
     pub grace: Duration,
 
-    /// Serve for this long, then stop as SIGTERM would (default: until stopped).
+    /// No TCP_DEFER_ACCEPT, and a worker waits 5 s for a request's first byte, not 0.2 s.
+    #[arg(long)]
+    pub no_idle_defence: bool,
+
+    /// Serve for this long (more than 0, at most 3600 s), then stop as SIGTERM would
+    /// (default: until stopped, or until stdout is closed).
     #[arg(long, value_name = "SECONDS", value_parser = cli::positive_seconds)]
     pub seconds: Option<Duration>,
 
@@ -151,18 +161,13 @@ pub struct Server {
 /// A TCP server on 127.0.0.1 with pre-forked workers, a shared scoreboard, respawn,
 /// graceful shutdown and rolling restart — and `prefork client`, its load generator.
 ///
-/// The master binds the port, forks --workers W, and supervises them. One request per
-/// connection, one line: `ECHO <tag>` (the reply names the worker), `SLOW <ms> <tag>`, or
-/// `STATUS` (the scoreboard). SIGTERM or Ctrl-C: graceful stop within --grace; a second
-/// Ctrl-C: stop now; SIGHUP: replace the workers one at a time.
+/// The master binds the port, forks --workers W, and supervises them. It speaks HTTP/1.1,
+/// one request per connection (`Connection: close`): `GET /echo/<tag>` (the reply names
+/// the worker), `GET /slow/<ms>/<tag>`, `GET /status` (the scoreboard, as JSON).
+/// SIGTERM or Ctrl-C: graceful stop within --grace; a second Ctrl-C: stop now; SIGHUP:
+/// replace the workers one at a time; a closed stdout: stop gracefully.
 #[derive(Parser)]
-#[command(
-    args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  prefork --self-test\n  prefork --self-test --dispatch least-loaded \
-                  --slow-ms 20 --slow-every 10\n  prefork --port 8080 --workers 4      \
-                  (then: prefork client --port 8080; printf 'STATUS\\n' | nc 127.0.0.1 8080)\n  \
-                  prefork client --port 8080 --connections 8 --requests 2000"
-)]
+#[command(args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -170,3 +175,26 @@ pub struct Args {
     #[command(flatten)]
     pub server: Server,
 }
+
+/// The examples at the end of --help, each with what it shows (tests/prefork.rs runs them).
+const EXAMPLES: &str = "Examples:
+  prefork --self-test
+      2000 requests from 8 connections, each answered exactly once, by its own reply
+  prefork --self-test --dispatch round-robin
+      the master passes the connections in turn: 500 to each of the 4 workers
+  prefork --self-test --dispatch least-loaded --slow-ms 20 --slow-every 10
+      one request in 10 takes 20 ms: the p99 latency is 20 ms or more
+  prefork --self-test --idle 8 --requests 500
+      8 connections that send nothing beside the load: the idle defence keeps it under 2 s
+  prefork --self-test --workers 2 --idle 2 --requests 2 --no-idle-defence
+      without the defence, 2 idle connections hold both workers for their 5 s deadline
+  prefork --port 8080 --workers 4
+      serve until Ctrl-C (or SIGTERM); then, from another terminal:
+  prefork client --port 8080 --connections 8 --requests 2000
+      the same load from outside; exit status 1 if a reply was wrong or missing
+  curl -i 127.0.0.1:8080/echo/hello
+      HTTP/1.1 200 OK, Content-Length, Connection: close; the body names the worker
+  curl 127.0.0.1:8080/status
+      the scoreboard, as JSON: one row per worker
+  wrk -t 2 -c 8 -d 2s http://127.0.0.1:8080/echo/x
+      requests/s from an HTTP load tool (Debian: apt-get install wrk)";

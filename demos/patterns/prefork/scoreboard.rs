@@ -4,7 +4,7 @@
 //! for the master and every worker: each worker writes its own row (pid once ready,
 //! requests served, connections held, heartbeat), the master reads them all. The cells
 //! are atomics: two processes may add to one at once (`active`), and no read is torn.
-//! Run:     cargo run --bin prefork     (then: printf 'STATUS\n' | nc 127.0.0.1 <port>)
+//! Run:     cargo run --bin prefork     (then: curl 127.0.0.1:<port>/status)
 //! Observe: `grep rw-s /proc/<worker>/maps` shows /dev/zero (deleted); /dev/shm stays empty.
 //! Book:    book/src/patterns/prefork.md
 //!
@@ -143,23 +143,6 @@ impl Scoreboard {
             })
             .collect()
     }
-}
-
-/// The scoreboard as a small table, one line per slot.
-pub fn table(rows: &[Row]) -> String {
-    let mut text = String::from("  slot  pid      served  active  heartbeat\n");
-    for row in rows {
-        let pid = if row.pid == 0 {
-            "-".to_owned()
-        } else {
-            row.pid.to_string()
-        };
-        text += &format!(
-            "  {:<4}  {pid:<7}  {:>6}  {:>6}  {:.2}s ago\n",
-            row.slot, row.served, row.active, row.heartbeat_age
-        );
-    }
-    text
 }
 
 /// The scoreboard on one line, for the timeline.

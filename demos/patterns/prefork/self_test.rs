@@ -18,8 +18,9 @@ use proclab::child::{self, ResultReader, ending};
 use proclab::narrate::{self, event};
 use proclab::signals;
 
-use crate::client::{self, AccountAs, Report};
+use crate::client::{self, AccountAs};
 use crate::master::close_all;
+use crate::report::Report;
 use crate::{Master, stop::stops_so_far};
 
 impl Master<'_> {

@@ -8,9 +8,10 @@
 //! Observe: `stopping`, the workers reaped as they finish, `kill` only if one is still busy.
 //! Book:    book/src/patterns/prefork.md
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{Shutdown, shutdown};
 use proclab::narrate::event;
@@ -41,6 +42,14 @@ impl Master<'_> {
         if self.stop.is_none() && self.serve_until.is_some_and(|at| Instant::now() >= at) {
             let seconds = self.server.seconds.unwrap_or_default().as_secs_f64();
             self.begin_stop(format!("served for {seconds}s"), stops_so_far());
+        }
+    }
+
+    /// A closed stdout (`prefork | head -1`): nobody reads the timeline any more, so the
+    /// server stops as SIGTERM would — gracefully, reaping every worker — and exits 0.
+    pub fn stop_when_stdout_closed(&mut self) {
+        if self.stop.is_none() && stdout_closed() {
+            self.begin_stop(STDOUT_CLOSED.into(), stops_so_far());
         }
     }
 
@@ -110,6 +119,23 @@ impl Master<'_> {
     }
     // ANCHOR_END: stop
 }
+
+/// True once fd 1 is a pipe (or socket) whose reading end has gone: poll(2) reports
+/// POLLERR (POLLHUP for a socket or a hung-up terminal) without anything being written.
+///
+/// # References: poll(2), pipe(7)
+fn stdout_closed() -> bool {
+    let stdout = std::io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())]; // only errors, hang-ups
+    let gone = PollFlags::POLLERR | PollFlags::POLLHUP;
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|events| events.intersects(gone))
+}
+
+/// The reason of a stop because nobody reads stdout any more.
+pub const STDOUT_CLOSED: &str = "stdout closed";
 
 /// How many SIGINT and SIGTERM have come so far.
 pub fn stops_so_far() -> u64 {

@@ -8,10 +8,10 @@
 //! Observe: an idle worker sleeps in inet_csk_accept, and beats its heartbeat 4 times a second.
 //! Book:    book/src/patterns/prefork.md
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -21,7 +21,8 @@ use proclab::narrate::event;
 use proclab::signals;
 
 use crate::dispatch::receive_connection;
-use crate::scoreboard::{self, Scoreboard};
+use crate::http::{self, Deadlines, Route};
+use crate::scoreboard::Scoreboard;
 
 // ANCHOR: work
 /// In the new worker: its connections come from its own end of a Unix socket to the
@@ -32,14 +33,15 @@ pub fn start(
     board: &Scoreboard,
     channel: Option<(OwnedFd, OwnedFd)>,
     listener: Option<&OwnedFd>,
+    deadlines: Deadlines,
 ) -> anyhow::Result<i32> {
     match (channel, listener) {
         (Some((master_end, worker_end)), _) => {
             drop(master_end); // or it would never see end-of-file on its own
             setsockopt(&worker_end, sockopt::ReceiveTimeout, &heartbeat())?;
-            work(slot, board, Source::Channel(&worker_end))
+            work(slot, board, Source::Channel(&worker_end), deadlines)
         }
-        (None, Some(listener)) => work(slot, board, Source::Listener(listener)),
+        (None, Some(listener)) => work(slot, board, Source::Listener(listener), deadlines),
         (None, None) => Ok(0), // the server is stopping
     }
 }
@@ -47,7 +49,12 @@ pub fn start(
 /// The worker's life: get ready, then take connections until told to leave — the
 /// listening socket shut down or the master's end of the channel closed (the server is
 /// stopping or replacing this worker), or SIGTERM.
-fn work(slot: usize, board: &Scoreboard, source: Source) -> anyhow::Result<i32> {
+fn work(
+    slot: usize,
+    board: &Scoreboard,
+    source: Source,
+    deadlines: Deadlines,
+) -> anyhow::Result<i32> {
     // Only the master decides when workers stop: Ctrl-C (sent to the whole process group)
     // and SIGHUP are the master's business; SIGTERM means "finish and leave".
     signals::catch(Signal::SIGTERM)?;
@@ -73,7 +80,7 @@ fn work(slot: usize, board: &Scoreboard, source: Source) -> anyhow::Result<i32> 
                 if let Source::Listener(_) = source {
                     board.add_active(slot, 1); // (the master counted a passed one)
                 }
-                serve(connection, slot, board);
+                serve(connection, slot, board, deadlines);
                 board.add_active(slot, -1);
             }
             Ok(None) => break,           // the master closed the channel: leave
@@ -99,63 +106,50 @@ pub fn accept(listener: &OwnedFd) -> nix::Result<OwnedFd> {
 }
 
 // ANCHOR: serve
-/// Answers the one request of `connection`, then closes it. A client that goes away or
-/// says nothing is the client's problem, not the worker's: nothing is counted.
-fn serve(connection: OwnedFd, slot: usize, board: &Scoreboard) {
+/// Answers the one HTTP request of `connection`, then closes it. A client that goes away
+/// or says nothing in time is the client's problem, not the worker's: nothing is counted.
+fn serve(connection: OwnedFd, slot: usize, board: &Scoreboard, deadlines: Deadlines) {
     let stream = TcpStream::from(connection);
-    let Some(line) = read_request(&stream) else {
-        return; // closed, reset, too long, or too slow
+    let Some(head) = http::read_head(&stream, deadlines) else {
+        return; // closed, reset, too long, or too slow (an idle connection: dropped)
     };
-    let reply = answer(line.trim_end(), slot, board);
+    let reply = answer(&head, slot, board);
     if (&stream).write_all(reply.as_bytes()).is_ok() {
         board.count_served(slot);
     }
 } // the stream is closed here: the client reads end-of-file after the reply
 // ANCHOR_END: serve
 
-/// Reads the request line: at most MAX_LINE bytes, all within REQUEST_DEADLINE.
-fn read_request(mut stream: &TcpStream) -> Option<String> {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    let mut line = Vec::new();
-    let mut buffer = [0u8; 256];
-    while !line.contains(&b'\n') && line.len() < MAX_LINE {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        stream.set_read_timeout(Some(left)).ok()?;
-        match stream.read(&mut buffer) {
-            Ok(0) => return None,
-            Ok(read) => line.extend_from_slice(&buffer[..read]),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None, // reset, or the deadline passed
+/// The routes: `GET /echo/<tag>` → `<tag> worker <slot> pid <pid>`; `GET /slow/<ms>/<tag>`
+/// the same after `ms` milliseconds (at most a minute); `GET /status` the scoreboard.
+fn answer(head: &str, slot: usize, board: &Scoreboard) -> String {
+    let pid = std::process::id();
+    let text = "text/plain";
+    match http::route(head) {
+        Route::Echo(tag) => {
+            http::reply("200 OK", text, &format!("{tag} worker {slot} pid {pid}\n"))
         }
+        Route::Slow(ms, tag) => {
+            // (std's sleep goes back to sleep after a signal interrupts it)
+            std::thread::sleep(Duration::from_millis(ms));
+            http::reply("200 OK", text, &format!("{tag} worker {slot} pid {pid}\n"))
+        }
+        Route::Status => {
+            let status =
+                serde_json::json!({ "worker": slot, "pid": pid, "rows": board.snapshot() });
+            http::reply("200 OK", "application/json", &format!("{status}\n"))
+        }
+        Route::BadSlow => http::reply(
+            "400 Bad Request",
+            text,
+            "slow takes milliseconds, 0 to 60000\n",
+        ),
+        Route::NotFound => http::reply("404 Not Found", text, NOT_FOUND),
     }
-    let end = line.iter().position(|&byte| byte == b'\n')?;
-    String::from_utf8(line[..end].to_vec()).ok()
 }
 
-/// The protocol: one request line, one reply.
-/// - `ECHO <tag>` → `<tag> worker <slot> pid <pid>`
-/// - `SLOW <ms> <tag>` → the same, after sleeping `ms` milliseconds (at most a minute)
-/// - `STATUS` → the scoreboard, as a table
-fn answer(request: &str, slot: usize, board: &Scoreboard) -> String {
-    let pid = std::process::id();
-    let words: Vec<&str> = request.split_whitespace().collect();
-    match words.as_slice() {
-        ["ECHO", tag] => format!("{tag} worker {slot} pid {pid}\n"),
-        ["SLOW", ms, tag] => match ms.parse::<u64>() {
-            Ok(ms) if ms <= 60_000 => {
-                // (std's sleep goes back to sleep after a signal interrupts it)
-                std::thread::sleep(Duration::from_millis(ms));
-                format!("{tag} worker {slot} pid {pid}\n")
-            }
-            _ => "ERROR SLOW takes milliseconds, 0 to 60000\n".to_owned(),
-        },
-        ["STATUS"] => format!(
-            "STATUS from worker {slot} pid {pid}\n{}",
-            scoreboard::table(&board.snapshot())
-        ),
-        _ => "ERROR requests are: ECHO <tag>, SLOW <ms> <tag>, STATUS\n".to_owned(),
-    }
-}
+/// What a request for anything else gets.
+pub const NOT_FOUND: &str = "requests are: GET /echo/<tag>, GET /slow/<ms>/<tag>, GET /status\n";
 
 /// HEARTBEAT_EVERY, for SO_RCVTIMEO: a wait for a connection ends after it (EAGAIN).
 pub fn heartbeat() -> TimeVal {
@@ -173,8 +167,8 @@ enum Source<'a> {
 /// How often an idle worker wakes up to beat its heartbeat (SO_RCVTIMEO).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 
-/// A request line may be at most this long.
-const MAX_LINE: usize = 1024;
-/// A client has this long to send its whole request line, however it trickles it: a
-/// one-connection-at-a-time worker must not be held for ever (the "slowloris" attack).
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// An undefended server waits this long for a whole request head, however slowly it
+/// trickles: a one-connection-at-a-time worker must not be held for ever ("slowloris").
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// With the idle defence: a connection must bring its first bytes within this.
+pub const FIRST_BYTE_DEADLINE: Duration = Duration::from_millis(200);

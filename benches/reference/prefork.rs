@@ -1,0 +1,343 @@
+//! The prefork part of the bench (`cargo bench --bench reference -- prefork`):
+//! - `prefork --self-test` in each dispatch mode, requests/s and p99 latency, for the
+//!   chapter's figures (`prefork_echo.svg`, `prefork_mixed.svg`);
+//! - wrk against the demo (shared-accept) and against Debian's nginx, configured by this
+//!   bench alone (its own config in a temp dir, the same number of workers, 127.0.0.1, a
+//!   free port, `Connection: close`, a fixed-length body; never the system service), in
+//!   the same run, alternating, as a paired ratio (`prefork_nginx.svg`). Target >= 0.8.
+//!
+//! Everything goes to `book/src/patterns/prefork.json`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use plotters::prelude::*;
+use proclab::measure;
+use serde_json::{Value, json};
+
+/// Workloads for the self-test figures: (name, what it means, the self-test's load).
+const LOADS: [(&str, &str, &[&str]); 2] = [
+    ("echo", "every request instant", &["--requests", "20000"]),
+    (
+        "mixed",
+        "every 10th request takes 20 ms",
+        &[
+            "--requests",
+            "2000",
+            "--slow-ms",
+            "20",
+            "--slow-every",
+            "10",
+        ],
+    ),
+];
+const MODES: [&str; 3] = ["shared-accept", "round-robin", "least-loaded"];
+const RUNS: usize = 5;
+const WORKERS: &str = "4";
+/// wrk's load: 2 threads, 8 connections, this long per run.
+const WRK: [&str; 6] = ["-t", "2", "-c", "8", "-d", "3s"];
+const TARGET: f64 = 0.8;
+
+pub fn run(figures: &Path) -> anyhow::Result<()> {
+    let mut results = serde_json::Map::new();
+    for (name, meaning, load) in LOADS {
+        println!("== prefork --self-test, {meaning}: requests/s, p99 ms (median of {RUNS})");
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); MODES.len()];
+        for _ in 0..RUNS {
+            for (mode, samples) in MODES.iter().zip(&mut runs) {
+                let args = [
+                    &["--self-test", "--dispatch", mode, "--workers", WORKERS],
+                    load,
+                ];
+                let summary = super::run_demo(env!("CARGO_BIN_EXE_prefork"), &args.concat())?;
+                samples.push(summary["client"].clone());
+            }
+        }
+        let mut rows = Vec::new();
+        let (mut rps_bars, mut p99_bars) = (Vec::new(), Vec::new());
+        for (mode, samples) in MODES.iter().zip(&runs) {
+            let field = |key: &str| -> Vec<f64> {
+                samples
+                    .iter()
+                    .map(|c| c[key].as_f64().unwrap_or(f64::NAN))
+                    .collect()
+            };
+            let (rps, p99) = (field("rps"), field("p99_ms"));
+            let (rps_median, p99_median) = (measure::median(&rps), measure::median(&p99));
+            println!("  {mode:<14} {rps_median:8.0} requests/s  p99 {p99_median:7.3} ms");
+            rps_bars.push(Bar::of(mode, &rps));
+            p99_bars.push(Bar::of(mode, &p99));
+            rows.push(
+                json!({ "dispatch": mode, "rps": rps_median, "p99_ms": p99_median,
+                              "rps_samples": rps, "p99_ms_samples": p99 }),
+            );
+        }
+        let title = format!("prefork --self-test, {meaning} ({WORKERS} workers, 8 connections)");
+        let panels = [
+            ("requests/s", &rps_bars[..]),
+            ("p99 latency (ms)", &p99_bars[..]),
+        ];
+        draw(
+            &figures.join(format!("prefork_{name}.svg")),
+            &title,
+            "dispatch",
+            &panels,
+        )?;
+        results.insert(
+            name.into(),
+            json!({ "load": load, "meaning": meaning, "modes": rows }),
+        );
+    }
+    let against_nginx = against_nginx(figures)?;
+    results.insert("nginx".into(), against_nginx.clone());
+    let machine = json!({ "cpus": measure::usable_cpus(), "kernel": super::kernel_release() });
+    results.insert("machine".into(), machine);
+    let json_path = figures.join("prefork.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
+        .with_context(|| format!("write {}", json_path.display()))?;
+    println!(
+        "\nwrote {} and prefork_{{echo,mixed,nginx}}.svg",
+        json_path.display()
+    );
+    match against_nginx["ratio"].as_f64() {
+        Some(ratio) if ratio < TARGET => bail!("prefork / nginx = {ratio:.2}, target >= {TARGET}"),
+        _ => Ok(()),
+    }
+}
+
+/// wrk against prefork and against nginx, alternating RUNS times; the paired ratio.
+fn against_nginx(figures: &Path) -> anyhow::Result<Value> {
+    if !on_path("wrk") || !on_path("nginx") {
+        println!("== prefork against nginx: skipped (apt-get install wrk nginx-light)");
+        return Ok(json!({ "skipped": "wrk or nginx is not installed" }));
+    }
+    println!(
+        "== wrk {} against prefork ({WORKERS} workers) and nginx",
+        WRK.join(" ")
+    );
+    let (mut demo, mut nginx, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let port = free_port()?;
+        let server = Command::new(env!("CARGO_BIN_EXE_prefork"))
+            .args(["--port", &port.to_string(), "--workers", WORKERS])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let prefork_rps = wrk_against(server, port, "/echo/x")?;
+        let port = free_port()?;
+        let (server, _dir) = start_nginx(port)?;
+        let nginx_rps = wrk_against(server, port, "/echo/x")?;
+        println!(
+            "  prefork {prefork_rps:8.0}  nginx {nginx_rps:8.0}  ratio {:.2}",
+            prefork_rps / nginx_rps
+        );
+        demo.push(prefork_rps);
+        nginx.push(nginx_rps);
+        ratios.push(prefork_rps / nginx_rps);
+    }
+    let ratio = measure::median(&ratios);
+    println!("  median ratio prefork / nginx: {ratio:.2} (target >= {TARGET})");
+    let bars = [
+        Bar::of("prefork shared-accept", &demo),
+        Bar::of("nginx", &nginx),
+    ];
+    let title = format!(
+        "wrk {}, Connection: close, {WORKERS} workers each",
+        WRK.join(" ")
+    );
+    draw(
+        &figures.join("prefork_nginx.svg"),
+        &title,
+        "server",
+        &[("requests/s", &bars[..])],
+    )?;
+    Ok(
+        json!({ "wrk": WRK, "workers": WORKERS, "prefork_rps": demo, "nginx_rps": nginx,
+               "ratios": ratios, "ratio": ratio, "target": TARGET }),
+    )
+}
+
+/// Waits until `server` answers on `port`, runs wrk against it, stops it; requests/s.
+fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server on {port} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // every worker ready
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let output = Command::new("wrk")
+        .args(WRK)
+        .args(["-H", "Connection: close", &url])
+        .output()
+        .context("run wrk")?;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    server.wait()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors: {text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rps| rps.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+/// nginx with a config of its own in a temp dir (removed when the guard drops).
+fn start_nginx(port: u16) -> anyhow::Result<(Child, TempDir)> {
+    let dir = TempDir::new()?;
+    let d = dir.0.display();
+    // The body has the length of the demo's reply to /echo/x.
+    let config = format!(
+        "worker_processes {WORKERS};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  \
+         keepalive_timeout 0;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+         server {{\n    listen 127.0.0.1:{port};\n    location / {{ default_type text/plain; \
+         return 200 \"x worker 0 pid 123456\\n\"; }}\n  }}\n}}\n"
+    );
+    let path = dir.0.join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let child = Command::new("nginx")
+        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    Ok((child, dir))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("proclab-bench-nginx.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path)?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A bar: its label, the median of the samples, and their min and max.
+struct Bar {
+    label: String,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Bar {
+    fn of(label: &str, samples: &[f64]) -> Bar {
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        Bar {
+            label: label.into(),
+            median: measure::median(samples),
+            min,
+            max,
+        }
+    }
+}
+
+/// One panel per (axis title, bars), side by side: each bar the median, a black line
+/// from the min to the max of the runs; text 16 px, axis titles with units, a legend.
+fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> anyhow::Result<()> {
+    let width = 420 * panels.len() as u32;
+    let root = SVGBackend::new(path, (width.max(640), 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(plot_error)?;
+    let areas = root.split_evenly((1, panels.len()));
+    let color = RGBColor(120, 160, 210);
+    for ((y_title, bars), area) in panels.iter().zip(&areas) {
+        let top = bars.iter().map(|bar| bar.max).fold(0.0, f64::max) * 1.25;
+        let mut chart = ChartBuilder::on(area)
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d((0..bars.len() - 1).into_segmented(), 0.0..top)
+            .map_err(plot_error)?;
+        let label = |value: &SegmentValue<usize>| match value {
+            SegmentValue::CenterOf(index) => bars
+                .get(*index)
+                .map(|b| b.label.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&label)
+            .y_desc(*y_title)
+            .x_desc(x_title)
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(index, bar)| {
+                let mut rectangle = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(index), 0.0),
+                        (SegmentValue::Exact(index + 1), bar.median),
+                    ],
+                    color.filled(),
+                );
+                rectangle.set_margin(0, 0, 16, 16);
+                rectangle
+            }))
+            .map_err(plot_error)?
+            .label(format!("median of {RUNS} runs"))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        chart
+            .draw_series(bars.iter().enumerate().map(|(index, bar)| {
+                let at = SegmentValue::CenterOf(index);
+                PathElement::new(
+                    vec![(at.clone(), bar.min), (at, bar.max)],
+                    BLACK.stroke_width(2),
+                )
+            }))
+            .map_err(plot_error)?
+            .label("min to max")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x + 7, y - 7), (x + 7, y + 7)], BLACK.stroke_width(2))
+            });
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_error)?;
+    }
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing a figure: {error}")
+}
