@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::session::Session;
 
+mod lock;
 mod mq_prio;
 mod pipeline;
 mod reaper;
@@ -42,6 +43,7 @@ pub fn grade(
     match lab {
         "reaper" => reaper::grade(session, program, seed),
         "pipeline" => pipeline::grade(session, program, seed),
+        "lock" => lock::grade(session, program, seed),
         "mq_prio" => mq_prio::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
@@ -52,6 +54,7 @@ pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
     match lab {
         "reaper" => Ok(reaper::answers(seed)),
         "pipeline" => Ok(pipeline::answers(seed)),
+        "lock" => Ok(lock::answers(seed)),
         "mq_prio" => Ok(mq_prio::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
