@@ -13,6 +13,7 @@ use crate::session::Session;
 mod lock;
 mod mq_prio;
 mod pipeline;
+mod pool;
 mod reaper;
 
 /// The verdicts of one run, by check id.
@@ -45,6 +46,7 @@ pub fn grade(
         "pipeline" => pipeline::grade(session, program, seed),
         "lock" => lock::grade(session, program, seed),
         "mq_prio" => mq_prio::grade(session, program, seed),
+        "pool" => pool::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
@@ -56,6 +58,7 @@ pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
         "pipeline" => Ok(pipeline::answers(seed)),
         "lock" => Ok(lock::answers(seed)),
         "mq_prio" => Ok(mq_prio::answers(seed)),
+        "pool" => Ok(pool::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
