@@ -10,8 +10,10 @@ use std::path::Path;
 
 use crate::session::Session;
 
+mod lock;
 mod mq_prio;
 mod pipeline;
+mod pool;
 mod reaper;
 
 /// The verdicts of one run, by check id.
@@ -42,7 +44,9 @@ pub fn grade(
     match lab {
         "reaper" => reaper::grade(session, program, seed),
         "pipeline" => pipeline::grade(session, program, seed),
+        "lock" => lock::grade(session, program, seed),
         "mq_prio" => mq_prio::grade(session, program, seed),
+        "pool" => pool::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
@@ -52,7 +56,9 @@ pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
     match lab {
         "reaper" => Ok(reaper::answers(seed)),
         "pipeline" => Ok(pipeline::answers(seed)),
+        "lock" => Ok(lock::answers(seed)),
         "mq_prio" => Ok(mq_prio::answers(seed)),
+        "pool" => Ok(pool::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }

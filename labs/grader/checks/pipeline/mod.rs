@@ -17,48 +17,17 @@ use std::time::{Duration, Instant};
 
 use super::Findings;
 use crate::observe;
-use crate::seed::{Rng, fnv1a};
+use crate::seed::fnv1a;
 use crate::session::Session;
+use plan::{expected, plan};
+use stuck::stuck_message;
+
+mod plan;
+mod stuck;
+
+pub use plan::answers;
 
 const EOF_LIMIT: Duration = Duration::from_secs(1);
-
-struct Plan {
-    adds: Vec<u8>,
-    input: Vec<u8>,
-}
-
-fn plan(seed: u64) -> Plan {
-    let mut rng = Rng::new(seed);
-    let stages = rng.range(3, 4) as usize;
-    let adds = (0..stages).map(|_| rng.range(1, 255) as u8).collect();
-    let size = rng.range(64, 256) as usize * 1024;
-    let input = (0..size).map(|_| rng.next_u64() as u8).collect();
-    Plan { adds, input }
-}
-
-fn expected(plan: &Plan) -> Vec<u8> {
-    let shift = plan
-        .adds
-        .iter()
-        .fold(0u8, |sum, add| sum.wrapping_add(*add));
-    plan.input
-        .iter()
-        .map(|byte| byte.wrapping_add(shift))
-        .collect()
-}
-
-pub fn answers(seed: u64) -> String {
-    let plan = plan(seed);
-    let out = expected(&plan);
-    format!(
-        "pipeline, seed {seed}: {} stages adding {:?}; {} bytes in (fnv1a {:016x}), the same number out (fnv1a {:016x})\n",
-        plan.adds.len(),
-        plan.adds,
-        plan.input.len(),
-        fnv1a(&plan.input),
-        fnv1a(&out)
-    )
-}
 
 #[derive(Default)]
 struct Received {
@@ -213,42 +182,4 @@ pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result
     }
     findings.pass("reaped");
     Ok(findings)
-}
-
-/// "stage 2 (pid 4243) still waits for end-of-file on pipe:[123]; pid 4240 holds its
-/// write end as fd 5": who keeps the pipe writable, from /proc/<pid>/fd and fdinfo.
-fn stuck_message(program: i32, stages: &[(usize, i32)]) -> String {
-    let Some((stage, stage_pid)) = stages.first() else {
-        return "no end-of-file reached your stdout, yet no stage is running".to_string();
-    };
-    let Some(stdin) = observe::fds(*stage_pid).into_iter().find(|fd| fd.fd == 0) else {
-        return format!("stage {stage} (pid {stage_pid}) never saw end-of-file");
-    };
-    let mut holders = Vec::new();
-    for holder in
-        std::iter::once(program).chain(observe::descendants(program).iter().map(|stat| stat.pid))
-    {
-        for fd in observe::fds(holder) {
-            if fd.target == stdin.target && fd.writes() {
-                let who = if holder == program {
-                    format!("pid {holder} (your program)")
-                } else {
-                    format!("pid {holder}")
-                };
-                holders.push(format!(
-                    "{who} as fd {} (fdinfo flags {:o})",
-                    fd.fd, fd.flags
-                ));
-            }
-        }
-    }
-    format!(
-        "stage {stage} (pid {stage_pid}) still waits for end-of-file on its stdin, {}, 2 s after the input closed: its write end is still held by {}. Close every pipe end a process does not use, in the parent and in each child",
-        stdin.target,
-        if holders.is_empty() {
-            "nobody visible".to_string()
-        } else {
-            holders.join(", ")
-        }
-    )
 }
