@@ -355,6 +355,7 @@ pub fn check_submissions(failures: &mut Failures) {
     std::fs::copy(format!("{labs}/solution.rs"), dir.join("alice.rs")).expect("copy");
     std::fs::copy(format!("{labs}/starter.rs"), dir.join("bob.rs")).expect("copy");
     std::fs::write(dir.join("carol.rs"), "fn main() { this does not compile }").expect("write");
+    std::fs::write(dir.join("dave.rs"), FORK_BOMB).expect("write");
     let started = Instant::now();
     let csv = grade(&[
         "reaper",
@@ -368,7 +369,7 @@ pub fn check_submissions(failures: &mut Failures) {
     let rows = String::from_utf8_lossy(&csv.stdout).into_owned();
     let lines: Vec<&str> = rows.lines().collect();
     failures.check(
-        csv.status.code() == Some(1) && lines.len() == 4,
+        csv.status.code() == Some(1) && lines.len() == 5,
         format!(
             "csv: one header and a row per file: {rows} {}",
             String::from_utf8_lossy(&csv.stderr)
@@ -392,12 +393,37 @@ pub fn check_submissions(failures: &mut Failures) {
         lines.iter().any(|row| row.contains("carol.rs\",2,0,100")),
         format!("carol's file does not build: 0 points: {rows}"),
     );
+    let bomb = lines.iter().find(|row| row.contains("dave.rs\""));
+    failures.check(
+        bomb.is_some_and(|row| !row.contains(",2,100,100")),
+        format!("dave's fork bomb is stopped and loses points: {rows}"),
+    );
+    failures.check(
+        started.elapsed() < Duration::from_secs(120),
+        "the fork bomb did not hold the grader up",
+    );
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "labs: --dir with 3 submissions built and graded in {:.1} s",
+        "labs: --dir with 4 submissions built and graded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A bounded fork bomb (300 sleeping children; an unbounded one would hurt the machine if
+/// the grader failed): the grader must kill the group above the lab's process bound, and
+/// the nothing-left check then finds none of them adopted by this runner.
+const FORK_BOMB: &str = r#"
+fn main() {
+    for _ in 0..300 {
+        // SAFETY: single-threaded; the child only sleeps and calls _exit.
+        if unsafe { libc::fork() } == 0 {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            unsafe { libc::_exit(0) };
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(30));
+}
+"#;
 
 /// Nothing of any run is left: no child of this runner (the subreaper), no scratch dir,
 /// no shared-memory region or queue of any grader that ran.
