@@ -64,3 +64,32 @@ pub fn counted(n: impl Into<u64>, word: &str) -> String {
     let n = n.into();
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
+
+/// `--message-size` of mq_vs_pipe: a record (28 bytes at least) that a queue takes
+/// (msgsize_max) and whose frame, with its 4-byte length, fits in one atomic pipe write
+/// (PIPE_BUF); the error names the real range.
+///
+/// # References: pipe(7) "PIPE_BUF", mq_overview(7)
+pub fn message_size(text: &str) -> Result<usize, String> {
+    let size: usize = text.parse().map_err(|_| format!("not a number: {text}"))?;
+    let msgsize_max = usize::try_from(limit("msgsize_max")).unwrap_or(usize::MAX);
+    let most = (libc::PIPE_BUF - 4).min(msgsize_max); // a frame in one write; the queue's limit
+    if !(crate::record::MIN_SIZE..=most).contains(&size) {
+        return Err(format!(
+            "{size} is not between {} and {most} bytes (PIPE_BUF, and \
+             /proc/sys/fs/mqueue/msgsize_max = {msgsize_max})",
+            crate::record::MIN_SIZE
+        ));
+    }
+    Ok(size)
+}
+
+/// Which of two rates was higher, and by how much, in words: `compared("the queue", 1.0,
+/// 4.0)` is "the queue was 4.0× slower"; within 5% it is "as fast".
+pub fn compared(what: &str, rate: f64, other: f64) -> String {
+    match rate / other {
+        ratio if (0.95..=1.05).contains(&ratio) => format!("{what} was as fast, within 5%"),
+        ratio if ratio < 1.0 => format!("{what} was {:.1}× slower", 1.0 / ratio),
+        ratio => format!("{what} was {ratio:.1}× faster"),
+    }
+}
