@@ -55,7 +55,10 @@ fn median_of(values: &serde_json::Value) -> f64 {
 #[test]
 fn the_summary_says_which_was_faster_from_the_medians_of_three_rounds() {
     let events = run_json(demo(), &["--messages", "300"]);
-    let rounds: Vec<_> = events.iter().filter(|event| event["event"] == "pipe").collect();
+    let rounds: Vec<_> = events
+        .iter()
+        .filter(|event| event["event"] == "pipe")
+        .collect();
     assert_eq!(rounds.len(), 3, "{events:#?}");
     let summary = summary(&events);
     assert_eq!(summary["rounds"], 3, "{summary}");
@@ -63,7 +66,11 @@ fn the_summary_says_which_was_faster_from_the_medians_of_three_rounds() {
     let queue = median_of(&summary["queue_rates"]);
     let pipe = median_of(&summary["pipe_rates"]);
     assert_eq!(summary["messages_per_s"].as_f64(), Some(queue), "{summary}");
-    assert_eq!(summary["pipe_messages_per_s"].as_f64(), Some(pipe), "{summary}");
+    assert_eq!(
+        summary["pipe_messages_per_s"].as_f64(),
+        Some(pipe),
+        "{summary}"
+    );
     for (round, event) in rounds.iter().enumerate() {
         assert_eq!(event["round"], round + 1);
         assert_eq!(event["messages_per_s"], summary["pipe_rates"][round]);
@@ -78,7 +85,10 @@ fn the_summary_says_which_was_faster_from_the_medians_of_three_rounds() {
     } else {
         format!("the queue was {ratio:.1}× faster")
     };
-    assert!(text.ends_with(&expected), "{text:?} should end with {expected:?}");
+    assert!(
+        text.ends_with(&expected),
+        "{text:?} should end with {expected:?}"
+    );
 }
 
 #[test]
