@@ -209,6 +209,29 @@ pub fn cpu_cgroup() -> Option<String> {
     })
 }
 
+/// Polls `pid`'s state and wchan (`/proc/<pid>/stat`, `/proc/<pid>/wchan`) every 10 ms
+/// until the same answer comes twice in a row and `accept` takes it; returns it. A
+/// process may sleep elsewhere for a moment, or wait for a CPU: only a steady answer says
+/// what it does. Fails when a stop signal comes, or when `accept` fails.
+///
+/// # References: proc_pid_stat(5), proc_pid_wchan(5)
+pub fn settled_state(
+    pid: i32,
+    mut accept: impl FnMut(char, &str) -> anyhow::Result<bool>,
+) -> anyhow::Result<(char, String)> {
+    let look = || anyhow::Ok((inspect(pid)?.state, wchan(pid).unwrap_or_default()));
+    let mut seen = look()?;
+    loop {
+        crate::signals::bail_if_stopped()?;
+        std::thread::sleep(Duration::from_millis(10));
+        let now = look()?;
+        if now == seen && accept(now.0, &now.1)? {
+            return Ok(now);
+        }
+        seen = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, mq_open};
 use nix::sys::stat::Mode;
 use predicates::str::contains;
+use std::time::{Duration, Instant};
 use util::*;
 
 fn demo() -> assert_cmd::Command {
@@ -156,4 +157,46 @@ fn every_help_example_shows_its_effect() {
     run(demo(), examples[2])
         .code(2)
         .stderr(contains("/proc/sys/fs/mqueue/msg_max is 10"));
+}
+
+/// Kills producer `which` (in fork order) while the parent is stopped, so that it cannot
+/// have sent all its messages, lets the parent go on, and checks that the demo ends by
+/// itself: exit 1, no summary, every producer gone, the queue gone.
+fn kill_a_producer_mid_way(args: &[&str], which: usize) {
+    let demo = Running::start(cargo_bin!("mq_full"), args);
+    // Once the third is forked the parent looks at producer 0 for at least 20 ms before it
+    // receives anything: stop it in that window.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while demo.children().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    send_signal(demo.pid(), libc::SIGSTOP); // the parent receives nothing meanwhile
+    let producers = demo.children();
+    assert_eq!(producers.len(), 3, "{producers:?}");
+    send_signal(producers[which], libc::SIGKILL);
+    send_signal(demo.pid(), libc::SIGCONT);
+    let (status, events) = demo.finish();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the demo reports the lost producer: {events:#?}"
+    );
+    assert!(
+        events.iter().all(|event| event["event"] != "summary"),
+        "{events:#?}"
+    );
+    for pid in producers {
+        assert!(!running(pid), "producer {pid} is left");
+    }
+    assert_queue_gone(&events);
+}
+
+/// Regression (the fault grid, SIGKILL of a child): the parent, the only consumer, waited
+/// for ever — for the state of a producer that was dead, or in mq_receive for messages a
+/// dead producer would never send.
+#[test]
+fn a_killed_producer_ends_the_demo_instead_of_a_hang() {
+    kill_a_producer_mid_way(&[], 0); // the one whose state the parent reports
+    kill_a_producer_mid_way(&[], 2);
+    kill_a_producer_mid_way(&["--nonblocking"], 2);
 }

@@ -36,7 +36,59 @@ fn comparing_with_a_pipe_reports_both_rates() {
     }
     let pipe = find(&events, "pipe");
     assert_eq!(pipe["received"], 900, "the pipe too, every frame: {pipe}");
-    assert_eq!(pipe["messages_per_s"], summary["pipe_messages_per_s"]);
+}
+
+fn median_of(values: &serde_json::Value) -> f64 {
+    let mut values: Vec<f64> = values
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|value| value.as_f64().expect("a rate"))
+        .collect();
+    assert_eq!(values.len(), 3, "three rounds: {values:?}");
+    values.sort_by(f64::total_cmp);
+    values[1]
+}
+
+/// Issue 15: a summary that compares two runs says which was faster and by how much, from
+/// more than one run: three rounds each way, the medians, and a verdict that matches them.
+#[test]
+fn the_summary_says_which_was_faster_from_the_medians_of_three_rounds() {
+    let events = run_json(demo(), &["--messages", "300"]);
+    let rounds: Vec<_> = events
+        .iter()
+        .filter(|event| event["event"] == "pipe")
+        .collect();
+    assert_eq!(rounds.len(), 3, "{events:#?}");
+    let summary = summary(&events);
+    assert_eq!(summary["rounds"], 3, "{summary}");
+    assert_eq!(summary["every_round_exactly_once"], true, "{summary}");
+    let queue = median_of(&summary["queue_rates"]);
+    let pipe = median_of(&summary["pipe_rates"]);
+    assert_eq!(summary["messages_per_s"].as_f64(), Some(queue), "{summary}");
+    assert_eq!(
+        summary["pipe_messages_per_s"].as_f64(),
+        Some(pipe),
+        "{summary}"
+    );
+    for (round, event) in rounds.iter().enumerate() {
+        assert_eq!(event["round"], round + 1);
+        assert_eq!(event["messages_per_s"], summary["pipe_rates"][round]);
+        assert_eq!(event["queue_messages_per_s"], summary["queue_rates"][round]);
+    }
+    let ratio = queue / pipe;
+    let text = summary["text"].as_str().expect("text");
+    let expected = if (0.95..=1.05).contains(&ratio) {
+        "the queue was as fast, within 5%".to_owned()
+    } else if ratio < 1.0 {
+        format!("the queue was {:.1}× slower", 1.0 / ratio)
+    } else {
+        format!("the queue was {ratio:.1}× faster")
+    };
+    assert!(
+        text.ends_with(&expected),
+        "{text:?} should end with {expected:?}"
+    );
 }
 
 #[test]

@@ -8,18 +8,20 @@
 //! Book:    book/src/queues/mqueue.md
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use nix::errno::Errno;
-use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
+use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
-use proclab::inspect::{inspect, state_word, wchan};
+use proclab::child::Spawned;
+use proclab::inspect::{running, settled_state, state_word};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::record::{Decoder, Ledger, Tag, encode};
-use proclab::{child, cli, narrate, signals};
+use proclab::queues::{limit, receive_unless};
+use proclab::record::{Decoder, Found, Ledger, Tag, encode};
+use proclab::{child, cli, narrate};
+use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -60,19 +62,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     mq_unlink(name.as_str()).context("mq_unlink")?; // the children inherit the descriptors
     let send = send.with_context(|| format!("mq_open({name}, O_WRONLY)"))?;
     // ANCHOR_END: open
-    let limits = serde_json::json!({"msg_max": msg_max, "msgsize_max": msgsize_max,
-                                    "queues_max": queues_max});
+    let limits = json!({"msg_max": msg_max, "msgsize_max": msgsize_max, "queues_max": queues_max});
+    let capacity = args.max_messages;
+    let said = format!(
+        "mq_open({name}, O_CREAT | O_EXCL, 0600, {{maxmsg {capacity}, msgsize \
+        {SIZE}}}), then mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, \
+        msgsize_max {msgsize_max}, queues_max {queues_max}"
+    );
+    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE});
     event("mq_open")
-        .field("name", &name)
-        .field("max_messages", args.max_messages)
-        .field("message_size", SIZE)
+        .fields(opened)
         .field("limits", limits)
-        .say(format!(
-            "mq_open({name}, O_CREAT | O_EXCL, 0600, {{maxmsg {}, msgsize {SIZE}}}), then \
-             mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, msgsize_max \
-             {msgsize_max}, queues_max {queues_max}",
-            args.max_messages
-        ));
+        .say(said);
     fill_then_drain(args, &receive, &send)
 }
 
@@ -114,36 +115,34 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
         // most one line, writes two counts into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(send, writer)) }?);
     }
-    // Nobody receives yet. Once the queue is full, what does the kernel say a producer does,
-    // steadily for 10 ms? Asleep in mq_send, or running, retrying. (It may sleep elsewhere
-    // for a moment, printing, or wait for a CPU.)
+    // Nobody receives yet. Once the queue is full, what does the kernel say a producer does?
+    // Asleep in mq_send, or running, retrying.
     let first = producers[0].pid.as_raw();
-    let look = || anyhow::Ok((inspect(first)?.state, wchan(first).unwrap_or_default()));
-    let mut seen = look()?;
-    loop {
-        signals::bail_if_stopped()?;
-        std::thread::sleep(Duration::from_millis(10));
-        let (now, full) = (look()?, mq_getattr(receive)?.curmsgs() == args.max_messages);
-        if full && now == seen && (args.nonblocking || now.1 != "0") {
-            break;
+    let (state, place) = settled_state(first, |_, place| {
+        if let Some(lost) = lost(&producers, &[0; PRODUCERS as usize]) {
+            bail!(lost); // none can be done yet: 300 messages, a queue of 100 at most
         }
-        seen = now;
-    }
-    let (state, place) = seen; // place: the kernel function it sleeps in, or 0 if it runs
-    let words = state_word(state);
-    event("producer_state")
-        .field("producer", first)
-        .field("state", state.to_string())
-        .field("wchan", &place)
-        .say(format!(
-            "kernel says producer {first} is {state} ({words}) (wchan {place})"
-        ));
+        let full = mq_getattr(receive)?.curmsgs() == args.max_messages;
+        Ok(full && (args.nonblocking || place != "0")) // place: where it sleeps; 0: it runs
+    })?;
+    let said = format!(
+        "kernel says producer {first} is {state} ({}) (wchan {place})",
+        state_word(state)
+    );
+    let observed = json!({"producer": first, "state": state.to_string(), "wchan": place});
+    event("producer_state").fields(observed).say(said);
     let (mut ledger, mut buffer) = (Ledger::new(), [0u8; SIZE]); // at least msgsize
+    let mut got = [0; PRODUCERS as usize]; // messages from each producer
     for _ in 0..u64::from(PRODUCERS) * MESSAGES {
-        // Each receive makes room, and the kernel wakes a sleeping producer.
-        let length = mq_receive(receive, &mut buffer, &mut 0).context("mq_receive")?;
-        let found = Decoder::default().feed(&buffer[..length]);
-        found.iter().for_each(|found| ledger.note(found));
+        // Each receive makes room, and the kernel wakes a sleeping producer. A producer
+        // killed half-way would leave us waiting for ever: the receive watches them.
+        let length = receive_unless(receive, &mut buffer, || lost(&producers, &got))?;
+        for found in Decoder::default().feed(&buffer[..length]) {
+            ledger.note(&found);
+            if let Found::Record(tag, _) = found {
+                got[tag.writer as usize] += 1;
+            }
+        }
     }
     let (mut full_waits, mut eagain) = (0, 0);
     for producer in producers {
@@ -154,24 +153,26 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
     let tally = ledger.check(&[MESSAGES; PRODUCERS as usize]);
     let left = mq_getattr(receive).context("mq_getattr")?.curmsgs();
     let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
+    let said = format!(
+        "summary: sent {sent}, received {received} exactly once: {once}; left in \
+        queue: {left}; sends that found the queue full: {full_waits}; EAGAIN: {eagain}"
+    );
     event("summary")
-        .field("producers", PRODUCERS)
-        .field("consumers", 1)
+        .fields(json!({"producers": PRODUCERS, "consumers": 1}))
         .fields(tally)
-        .field("left_in_queue", left)
-        .field("full_waits", full_waits)
-        .field("eagain", eagain)
-        .say(format!(
-            "summary: sent {sent}, received {received} exactly once: {once}; left in queue: \
-             {left}; sends that found the queue full: {full_waits}; EAGAIN: {eagain}"
-        ));
+        .fields(json!({"left_in_queue": left, "full_waits": full_waits, "eagain": eagain}))
+        .say(said);
     Ok(())
 }
 
-/// A limit from /proc/sys/fs/mqueue (`msg_max`, `msgsize_max`, `queues_max`).
-fn limit(file: &str) -> i64 {
-    let text = std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{file}")).unwrap_or_default();
-    text.trim().parse().unwrap_or(i64::MAX)
+/// Why to give up: a producer that has ended with fewer than its messages received.
+fn lost(producers: &[Spawned], got: &[u64]) -> Option<String> {
+    let mut pairs = producers.iter().zip(got);
+    let (producer, n) = pairs.find(|(it, n)| **n < MESSAGES && !running(it.pid.as_raw()))?;
+    Some(format!(
+        "producer {} ended after {n} of its {MESSAGES} messages: giving up",
+        producer.pid
+    ))
 }
 
 /// A full POSIX message queue: senders that wait, or senders told EAGAIN.

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Parser;
 use nix::errno::Errno;
-use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
-use nix::sys::stat::Mode;
+use nix::mqueue::{MqdT, mq_getattr, mq_receive, mq_send, mq_unlink};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe, read};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
+use proclab::queues::create;
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
 use proclab::{child, cli, narrate, signals};
 
@@ -37,14 +37,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let guard = (!args.hold.is_zero())
         .then(|| guard_the_name(&name))
         .transpose()?;
-    let attr = MqAttr::new(0, COUNT as i64, SIZE as i64, 0); // always given: see Pitfalls
-    let queue = mq_open(
-        name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
-        Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
-        Some(&attr),                                             // fixed for its life
-    )
-    .with_context(|| format!("mq_open({name})"))?;
+    let queue = create(&name, COUNT as i64, SIZE)?; // O_CREAT | O_EXCL | O_RDWR, 0600: mqueue
     if args.hold.is_zero() {
         // At once: kill -9 can leave the name only in the instant between the two calls.
         mq_unlink(name.as_str()).context("mq_unlink")?; // the consumer inherits the queue

@@ -13,14 +13,16 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
-use nix::sys::stat::Mode;
+use nix::mqueue::{MqdT, mq_getattr, mq_receive, mq_send, mq_unlink};
 use nix::unistd::pipe;
 use proclab::fdio::{read_exact, write_all};
+use proclab::measure::median;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::record::{Decoder, Found, Ledger, MIN_SIZE, Tag, Tally, encode};
+use proclab::queues::{compared, create, message_size};
+use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
 use proclab::{child, cli, narrate};
+use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -30,44 +32,47 @@ fn main() -> ExitCode {
 
 const CAPACITY: i64 = 10; // messages the queue holds: the default msg_max
 const END: u32 = u32::MAX; // the producer number of the end-of-work message
-const FITS: usize = libc::PIPE_BUF - 4; // the largest message a framed write keeps whole
+const ROUNDS: usize = 3; // each way, taking turns: one run alone says little
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let name = ipc_name(); // /proclab.<uid>.<pid>.<random>: yours, and this run's only
-    let attr = MqAttr::new(0, CAPACITY, args.message_size as i64, 0); // always given
-    let queue = mq_open(
-        name.as_str(),
-        MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR, // create; EEXIST if it exists
-        Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
-        Some(&attr),                                             // fixed for its life
-    )
-    .with_context(|| format!("mq_open({name})"))?;
+    let (name, size) = (ipc_name(), args.message_size); // the name: yours, this run's only
+    let queue = create(&name, CAPACITY, size)?; // O_CREAT | O_EXCL | O_RDWR, 0600
     mq_unlink(name.as_str()).context("mq_unlink")?; // the children inherit the descriptor
-    event("mq_open")
-        .field("name", &name)
-        .field("max_messages", CAPACITY)
-        .field("message_size", args.message_size)
-        .say(format!(
-            "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {CAPACITY}, msgsize {}}}), then mq_unlink",
-            args.message_size
-        ));
-    let start = Instant::now();
-    let tally = through_the_queue(args, &queue)?;
-    let rate = tally.received as f64 / start.elapsed().as_secs_f64();
-    let pipe_rate = through_a_pipe(args)?;
+    let said = format!(
+        "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {CAPACITY}, msgsize {size}}}), then mq_unlink"
+    );
+    let opened = json!({"name": name, "max_messages": CAPACITY, "message_size": size});
+    event("mq_open").fields(opened).say(said);
+    let (mut rates, mut pipe_rates, mut once, mut tally) = (vec![], vec![], true, Tally::default());
+    for round in 1..=ROUNDS {
+        let start = Instant::now();
+        tally = through_the_queue(args, &queue)?;
+        let rate = tally.received as f64 / start.elapsed().as_secs_f64();
+        let (pipe_rate, piped) = through_a_pipe(args)?;
+        let said = format!(
+            "round {round}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a pipe"
+        );
+        let measured = json!({"round": round, "messages_per_s": pipe_rate, "received": piped});
+        let measured = event("pipe").fields(measured);
+        measured.field("queue_messages_per_s", rate).say(said);
+        once &= tally.exactly_once();
+        rates.push(rate);
+        pipe_rates.push(pipe_rate);
+    }
+    let (rate, pipe_rate) = (median(&rates), median(&pipe_rates));
     let left = mq_getattr(&queue).context("mq_getattr")?.curmsgs();
-    let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
-    event("summary")
-        .field("producers", args.producers)
-        .field("consumers", 1)
-        .fields(tally)
-        .field("left_in_queue", left)
-        .field("messages_per_s", rate)
-        .field("pipe_messages_per_s", pipe_rate)
-        .say(format!(
-            "summary: sent {sent}, received {received} exactly once: {once}; left in queue: \
-             {left}; {rate:.0} messages/s; through a pipe: {pipe_rate:.0} messages/s"
-        ));
+    let received = tally.received;
+    let said = format!(
+        "summary: each round received {received} exactly once: {once}; left in queue: \
+        {left}; medians of {ROUNDS}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a \
+        pipe: {}",
+        compared("the queue", rate, pipe_rate)
+    );
+    let rates = json!({"rounds": ROUNDS, "messages_per_s": rate, "pipe_messages_per_s": pipe_rate,
+        "queue_rates": rates, "pipe_rates": pipe_rates, "queue_vs_pipe": rate / pipe_rate,
+        "producers": args.producers, "consumers": 1, "left_in_queue": left});
+    let summary = event("summary").fields(tally).fields(rates);
+    summary.field("every_round_exactly_once", once).say(said);
     Ok(())
 }
 
@@ -114,8 +119,8 @@ fn receive_all(args: &Args, queue: &MqdT) -> anyhow::Result<Tally> {
 
 // ANCHOR: pipe
 /// The same messages through one pipe, each framed by a 4-byte length, into one reader
-/// (several readers of one pipe would split frames between them). Messages/s.
-fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
+/// (several readers of one pipe would split frames between them). Messages/s, received.
+fn through_a_pipe(args: &Args) -> anyhow::Result<(f64, u64)> {
     let size = args.message_size;
     let (read_end, write_end) = pipe().context("pipe")?;
     let start = Instant::now();
@@ -145,38 +150,16 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<f64> {
     for writer in writers {
         writer.collect::<()>(&[])?;
     }
-    event("pipe")
-        .field("messages_per_s", rate)
-        .field("received", tally.received)
-        .say(format!(
-            "the same messages through a pipe, length-prefixed, one reader: {rate:.0} messages/s \
-             (no priorities, and no second reader without a lock)"
-        ));
-    Ok(rate)
+    Ok((rate, tally.received))
 }
 // ANCHOR_END: pipe
-
-/// `--message-size`: a record (28 bytes at least) that the queue takes (msgsize_max) and
-/// whose frame, with its 4-byte length, fits in one atomic pipe write (PIPE_BUF).
-fn frame_fits(text: &str) -> Result<usize, String> {
-    let size: usize = text.parse().map_err(|_| format!("not a number: {text}"))?;
-    let limit = std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max").unwrap_or_default();
-    let msgsize_max: usize = limit.trim().parse().unwrap_or(usize::MAX);
-    let most = FITS.min(msgsize_max); // a frame fits in one atomic pipe write; the queue's limit
-    if !(MIN_SIZE..=most).contains(&size) {
-        return Err(format!(
-            "{size} is not between {MIN_SIZE} and {most} bytes (PIPE_BUF, and \
-             /proc/sys/fs/mqueue/msgsize_max = {msgsize_max})"
-        ));
-    }
-    Ok(size)
-}
 
 /// The same messages through a POSIX message queue and through a pipe, and how fast.
 ///
 /// P producers send M tagged messages each into a queue of 10, then through one pipe,
-/// framed with a 4-byte length; each way one reader proves every message arrived exactly
-/// once, and the rates are printed. Build with --release for representative numbers.
+/// framed with a 4-byte length, three rounds taking turns; each way one reader proves
+/// every message arrived exactly once; the summary compares the medians. Build with
+/// --release for representative numbers.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  mq_vs_pipe\n  mq_vs_pipe --message-size 4000")]
 struct Args {
@@ -189,7 +172,7 @@ struct Args {
     messages: u64,
 
     /// The size of each message in bytes (28 to 4092, so that a frame fits in PIPE_BUF).
-    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = frame_fits)]
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = message_size)]
     message_size: usize,
 
     /// Print the timeline as JSON Lines.

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use proclab::child::Spawned;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
 use proclab::{child, cli, narrate};
 
@@ -77,12 +78,11 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     let consumer_pids: Vec<Pid> = consumers.iter().map(|consumer| consumer.pid).collect();
     let pids = |of: &[Spawned]| -> Vec<i32> { of.iter().map(|child| child.pid.as_raw()).collect() };
     let (p, c) = (args.producers, args.consumers);
-    let s = |n: u32| if n == 1 { "" } else { "s" }; // "1 consumer", "2 consumers"
-    let (cs, ps) = (s(c), s(p));
+    let (consumers_said, producers_said) = (counted(c, "consumer"), counted(p, "producer"));
     event("forked")
         .field("consumers", pids(&consumers))
         .field("producers", pids(&producers))
-        .say(format!("forked {c} consumer{cs} and {p} producer{ps}"));
+        .say(format!("forked {consumers_said} and {producers_said}"));
     mq_unlink(name).with_context(|| format!("mq_unlink({name})"))?; // all have it open now
     event("unlinked").say(format!(
         "mq_unlink({name}): every child has it open; the queue lives on, nameless"
@@ -90,8 +90,9 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     for producer in producers {
         producer.collect::<()>(&consumer_pids)?; // a dead consumer: give up, do not hang
     }
+    let ends = counted(c, "end-of-work message");
     event("end_of_work").field("messages", c).say(format!(
-        "producers done; sending {c} end-of-work message{cs} at priority 0, one per consumer"
+        "producers done; sending {ends} at priority 0, one per consumer"
     ));
     for seq in 0..u64::from(c) {
         let end = encode(Tag { writer: END, seq }, SIZE);
@@ -141,9 +142,8 @@ fn consume(queue: &MqdT) -> anyhow::Result<Vec<Tag>> {
             bail!("a damaged message");
         };
         if tag.writer == END {
-            let n = received.len();
-            let s = if n == 1 { "" } else { "s" };
-            let stopping = format!("end-of-work message: stopping after {n} message{s}");
+            let (n, said) = (received.len(), counted(received.len() as u64, "message"));
+            let stopping = format!("end-of-work message: stopping after {said}");
             event("end").field("received", n).say(stopping);
             return Ok(received);
         }
