@@ -15,3 +15,4 @@ pub mod narrate;
 pub mod record;
 pub mod shm;
 pub mod signals;
+pub mod sigstate;
