@@ -16,3 +16,4 @@ pub mod queues;
 pub mod record;
 pub mod shm;
 pub mod signals;
+pub mod sigstate;
