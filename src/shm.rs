@@ -346,6 +346,36 @@ pub fn pthread_result(result: libc::c_int) -> nix::Result<()> {
     }
 }
 
+/// A clap value parser for `--elements`: a count from 1 to 2^40 of `element_bytes`-byte
+/// elements of which `copies` must fit in the memory available now (MemAvailable in
+/// /proc/meminfo) — refused with the numbers, rather than died of when mmap or the
+/// allocator fails halfway.
+///
+/// # References: proc_meminfo(5)
+pub fn elements_that_fit(
+    element_bytes: u64,
+    copies: u64,
+) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |text| {
+        let elements = (text.trim().parse::<u64>().ok())
+            .filter(|elements| (1..=1 << 40).contains(elements))
+            .ok_or_else(|| format!("{text:?} is not a count from 1 to 2^40"))?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let available_mib = (meminfo.lines())
+            .find_map(|line| line.strip_prefix("MemAvailable:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(u64::MAX, |kib| kib / 1024);
+        let needed_mib = elements.saturating_mul(element_bytes * copies) >> 20;
+        if needed_mib > available_mib {
+            return Err(format!(
+                "{elements} elements need about {needed_mib} MiB, more than the {available_mib} \
+                 MiB available (MemAvailable in /proc/meminfo)"
+            ));
+        }
+        Ok(elements as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,8 +124,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "lock": "mutex", "workers": args.workers, "iterations": args.iterations, "expected": expected,
         "got": got, "lost": lost, "seconds": seconds, "ops_per_s": ops_per_s,
     });
+    let others = if survivors == 1 { "other" } else { "others" };
     event("result").fields(&row).say(format!(
-        "mutex: one worker died holding it; the {survivors} others: expected {expected}, \
+        "mutex: one worker died holding it; the {survivors} {others}: expected {expected}, \
          got {got}, lost {lost} ({seconds:.4} s, {ops_per_s:.3e} ops/s)"
     ));
     event("summary").field("strategies", [&row]).say(format!(

@@ -136,13 +136,20 @@ fn run(args: &Args) -> Result<()> {
         signals::bail_if_stopped()?;
     }
     let exact = rows.iter().filter(|row| row["lost"] == 0).count();
-    let none_lost = rows
-        .iter()
-        .any(|row| row["lock"] == "none" && row["lost"] != 0);
-    let note = none_lost.then_some("; `none` loses what two workers add at the same moment");
-    let (note, total) = (note.unwrap_or_default(), rows.len());
+    let total = rows.len();
+    let strategies = if total == 1 { "strategy" } else { "strategies" };
+    let note = match rows.iter().find(|row| row["lock"] == "none") {
+        Some(row) if row["expected"] == 1 => {
+            format!("; `none` lost {} of its 1 addition", row["lost"])
+        }
+        Some(row) => format!(
+            "; `none` lost {} of its {} additions",
+            row["lost"], row["expected"]
+        ),
+        None => String::new(),
+    };
     event("summary").field("strategies", &rows).say(format!(
-        "summary: {exact} of {total} strategies exact{note}"
+        "summary: {exact} of {total} {strategies} exact{note}"
     ));
     Ok(())
 }
@@ -180,7 +187,9 @@ enum Lock {
 /// `mutex` is a robust process-shared pthread mutex, `semaphore` a process-shared POSIX
 /// semaphore, `partitioned` a slot per worker, summed at the end. Build with --release.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  shared_array\n  shared_array --lock none --workers 2")]
+#[command(
+    after_help = "Examples:\n  shared_array\n  shared_array --lock none --iterations 5000000"
+)]
 struct Args {
     /// Worker processes (1-64).
     #[arg(long, value_name = "W", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

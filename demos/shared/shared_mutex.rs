@@ -153,8 +153,9 @@ fn report(workers: u32, iterations: u64, got: u64, seconds: f64) {
         .field("lost", lost)
         .field("seconds", seconds)
         .say(format!(
-            "summary: {workers} workers × {iterations} additions under one mutex: \
-             expected {expected}, got {got}, lost {lost} ({seconds:.3} s)"
+            "summary: {workers} worker{} × {iterations} additions under one mutex: \
+             expected {expected}, got {got}, lost {lost} ({seconds:.3} s)",
+            if workers == 1 { "" } else { "s" }
         ));
 }
 
