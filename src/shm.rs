@@ -346,6 +346,60 @@ pub fn pthread_result(result: libc::c_int) -> nix::Result<()> {
     }
 }
 
+/// One row of the shared-memory programs' tables: `workers` processes added 1 to one count
+/// `iterations` times each with `lock`; what was expected, what was got, how fast. Its
+/// JSON fields are the `result` event's: `lock`, `workers`, `iterations`, `expected`,
+/// `got`, `lost`, `seconds`, `ops_per_s`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CountRow {
+    pub lock: String,
+    pub workers: u32,
+    pub iterations: u64,
+    pub expected: u64,
+    pub got: u64,
+    pub lost: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+}
+
+impl CountRow {
+    /// The row of a run that should have counted `expected` and counted `got`.
+    pub fn new(
+        lock: &str,
+        (workers, iterations): (u32, u64),
+        expected: u64,
+        got: u64,
+        seconds: f64,
+    ) -> CountRow {
+        let (lock, lost, ops_per_s) = (
+            lock.to_owned(),
+            expected.saturating_sub(got),
+            got as f64 / seconds,
+        );
+        CountRow {
+            lock,
+            workers,
+            iterations,
+            expected,
+            got,
+            lost,
+            seconds,
+            ops_per_s,
+        }
+    }
+}
+
+/// Kills and reaps every child left when dropped. Declared after a [`ProcessLocks`] (so
+/// dropped before it), it keeps the promise of [`ProcessLocks::new`] on every way out of a
+/// function: an error, a stop, a failed fork.
+pub struct ReapOnDrop;
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        crate::child::end_all_children(); // SIGKILL, then waitpid, for each child left
+    }
+}
+
 /// A clap value parser for `--elements`: a count from 1 to 2^40 of `element_bytes`-byte
 /// elements of which `copies` must fit in the memory available now (MemAvailable in
 /// /proc/meminfo) — refused with the numbers, rather than died of when mmap or the
