@@ -133,17 +133,10 @@ fn run(args: &Args) -> Result<()> {
         rows.push(race(lock, args)?);
         signals::bail_if_stopped()?;
     }
-    let exact = rows.iter().filter(|row| row.lost == 0).count();
-    let total = rows.len();
+    let (exact, total) = (rows.iter().filter(|row| row.lost == 0).count(), rows.len());
     let strategies = if total == 1 { "strategy" } else { "strategies" };
-    let note = match rows.iter().find(|row| row.lock == "none") {
-        Some(row) if row.expected == 1 => format!("; `none` lost {} of its 1 addition", row.lost),
-        Some(row) => format!(
-            "; `none` lost {} of its {} additions",
-            row.lost, row.expected
-        ),
-        None => String::new(),
-    };
+    let none = rows.iter().find(|row| row.lock == "none"); // its `lost`, even 0, is the news
+    let note = none.map_or(String::new(), |row| format!("; `none` lost {}", row.lost));
     event("summary").field("strategies", &rows).say(format!(
         "summary: {exact} of {total} {strategies} exact{note}"
     ));
