@@ -346,6 +346,90 @@ pub fn pthread_result(result: libc::c_int) -> nix::Result<()> {
     }
 }
 
+/// One row of the shared-memory programs' tables: `workers` processes added 1 to one count
+/// `iterations` times each with `lock`; what was expected, what was got, how fast. Its
+/// JSON fields are the `result` event's: `lock`, `workers`, `iterations`, `expected`,
+/// `got`, `lost`, `seconds`, `ops_per_s`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CountRow {
+    pub lock: String,
+    pub workers: u32,
+    pub iterations: u64,
+    pub expected: u64,
+    pub got: u64,
+    pub lost: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+}
+
+impl CountRow {
+    /// The row of a run that should have counted `expected` and counted `got`.
+    pub fn new(
+        lock: &str,
+        (workers, iterations): (u32, u64),
+        expected: u64,
+        got: u64,
+        seconds: f64,
+    ) -> CountRow {
+        let (lock, lost, ops_per_s) = (
+            lock.to_owned(),
+            expected.saturating_sub(got),
+            got as f64 / seconds,
+        );
+        CountRow {
+            lock,
+            workers,
+            iterations,
+            expected,
+            got,
+            lost,
+            seconds,
+            ops_per_s,
+        }
+    }
+}
+
+/// Kills and reaps every child left when dropped. Declared after a [`ProcessLocks`] (so
+/// dropped before it), it keeps the promise of [`ProcessLocks::new`] on every way out of a
+/// function: an error, a stop, a failed fork.
+pub struct ReapOnDrop;
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        crate::child::end_all_children(); // SIGKILL, then waitpid, for each child left
+    }
+}
+
+/// A clap value parser for `--elements`: a count from 1 to 2^40 of `element_bytes`-byte
+/// elements of which `copies` must fit in the memory available now (MemAvailable in
+/// /proc/meminfo) — refused with the numbers, rather than died of when mmap or the
+/// allocator fails halfway.
+///
+/// # References: proc_meminfo(5)
+pub fn elements_that_fit(
+    element_bytes: u64,
+    copies: u64,
+) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |text| {
+        let elements = (text.trim().parse::<u64>().ok())
+            .filter(|elements| (1..=1 << 40).contains(elements))
+            .ok_or_else(|| format!("{text:?} is not a count from 1 to 2^40"))?;
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let available_mib = (meminfo.lines())
+            .find_map(|line| line.strip_prefix("MemAvailable:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(u64::MAX, |kib| kib / 1024);
+        let needed_mib = elements.saturating_mul(element_bytes * copies) >> 20;
+        if needed_mib > available_mib {
+            return Err(format!(
+                "{elements} elements need about {needed_mib} MiB, more than the {available_mib} \
+                 MiB available (MemAvailable in /proc/meminfo)"
+            ));
+        }
+        Ok(elements as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

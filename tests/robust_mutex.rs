@@ -1,6 +1,8 @@
 //! robust_mutex: the holder killed inside its critical section is reaped; exactly one
 //! survivor sees EOWNERDEAD and recovers the mutex; the survivors' count is exact.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -33,6 +35,8 @@ fn a_robust_mutex_survives_its_holders_death() {
     assert_eq!(row["got"], 300_000, "{row}");
     assert_eq!(row["lost"], 0);
     assert_eq!(find(&events, "result")["got"], 300_000);
+    // The chapter: "the time includes the 50 ms the parent waits before the kill".
+    assert!(row["seconds"].as_f64().expect("seconds") >= 0.05, "{row}");
 }
 
 #[test]
@@ -93,4 +97,43 @@ fn a_closed_stdout_causes_no_panic() {
             &["--json", "--iterations", "1000"],
         ],
     );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--workers", "2", "--iterations", "1000"]];
+    examples::assert_help_examples(cargo_bin!("robust_mutex"), examples);
+    for (args, expected) in examples.iter().zip([3_000_000, 1000]) {
+        let events = run_json(demo(), args);
+        let recoveries = events.iter().filter(|e| e["event"] == "owner_died").count();
+        assert_eq!(recoveries, 1, "{args:?}: one EOWNERDEAD");
+        assert_eq!(
+            summary(&events)["strategies"][0]["got"],
+            expected,
+            "{args:?}"
+        );
+    }
+}
+
+/// Issue 16 item 8: SIGTERM while the holder holds the mutex, or while the survivors add,
+/// ends the demo and its workers without an error line.
+#[test]
+fn a_normal_stop_is_quiet() {
+    let path = cargo_bin!("robust_mutex");
+    stops::assert_quiet_sigterm(path, &["--iterations", "100000000"], "holding", &[0, 20]);
+    stops::assert_quiet_sigterm(
+        path,
+        &["--iterations", "100000000"],
+        "owner_died",
+        &[50, 300],
+    );
+}
+
+/// Two workers leave "the 1 other", not "the 1 others".
+#[test]
+fn one_survivor_is_singular() {
+    run(demo(), &["--workers", "2", "--iterations", "10"])
+        .success()
+        .stdout(contains("the 1 other: expected 10"));
 }

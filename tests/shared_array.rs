@@ -2,6 +2,8 @@
 //! a worker killed from outside fails the run and leaves no worker behind. (The robust
 //! mutex's recovery is robust_mutex's now: tests/robust_mutex.rs.)
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -204,5 +206,62 @@ fn a_closed_stdout_causes_no_panic() {
             &["--iterations", "1000"],
             &["--json", "--iterations", "1000"],
         ],
+    );
+}
+
+/// Issue 16 item 9: every example of --help and of the chapter runs and shows what it
+/// promises.
+#[test]
+fn every_help_and_chapter_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--lock", "none", "--iterations", "5000000"]];
+    examples::assert_help_examples(cargo_bin!("shared_array"), examples);
+    let rows = summary(&run_json(demo(), &[]))["strategies"].clone();
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "one row per strategy");
+    for row in &rows[1..] {
+        assert_eq!(row["lost"], 0, "every lock is exact: {row}");
+    }
+    let row = row(&run_json(demo(), examples[1]));
+    assert!(
+        row["lost"].as_u64().expect("lost") > 0,
+        "no lock loses: {row}"
+    );
+    // The chapter's: one worker alone loses nothing; the partitioned pair is exact.
+    let alone = row_of(&["--lock", "none", "--workers", "1"]);
+    assert_eq!(alone["lost"], 0, "{alone}");
+    for lock in ["partitioned", "partitioned-no-padding"] {
+        let pair = row_of(&["--lock", lock, "--workers", "2", "--iterations", "20000000"]);
+        assert_eq!(pair["got"], 40_000_000, "{pair}");
+    }
+}
+
+fn row_of(args: &[&str]) -> serde_json::Value {
+    row(&run_json(demo(), args))
+}
+
+/// Issue 15: the summary said "`none` loses…" whatever happened; it now says what `none`
+/// lost, 0 included, and "1 strategy" for one.
+#[test]
+fn the_summary_says_what_none_lost_even_nothing() {
+    run(
+        demo(),
+        &["--lock", "none", "--workers", "1", "--iterations", "1000"],
+    )
+    .success()
+    .stdout(contains("summary: 1 of 1 strategy exact; `none` lost 0\n"));
+    let output = run(demo(), &["--lock", "atomic", "--iterations", "1000"]).success();
+    let text = String::from_utf8_lossy(&output.get_output().stdout).into_owned();
+    assert!(text.ends_with("summary: 1 of 1 strategy exact\n"), "{text}");
+}
+
+/// Issue 16 item 8: SIGTERM in the middle of a race ends the demo and its workers without
+/// an error line.
+#[test]
+fn a_normal_stop_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("shared_array"),
+        &["--lock", "semaphore", "--iterations", "100000000"],
+        "header",
+        &[100, 300],
     );
 }

@@ -2,6 +2,8 @@
 //! workers really share the parent's MAP_SHARED page (their /proc maps say so); Ctrl-C
 //! leaves no worker.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -91,4 +93,40 @@ fn a_closed_stdout_causes_no_panic() {
             &["--json", "--iterations", "1000"],
         ],
     );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--workers", "8", "--iterations", "100000"]];
+    examples::assert_help_examples(cargo_bin!("shared_mutex"), examples);
+    for (args, expected) in examples.iter().zip([4_000_000, 800_000]) {
+        let events = run_json(demo(), args);
+        let summary = summary(&events);
+        assert_eq!(summary["expected"], expected, "{args:?}");
+        assert_eq!(summary["got"], expected, "{args:?}: {summary}");
+    }
+}
+
+/// Issue 16 item 8: SIGTERM in the middle of the additions ends the demo and its workers
+/// without an error line.
+#[test]
+fn a_normal_stop_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("shared_mutex"),
+        &["--iterations", "100000000"],
+        "mutex",
+        &[50, 150, 300],
+    );
+}
+
+/// One worker is "1 worker", and a bad count names the real range (the help's 1-64).
+#[test]
+fn one_worker_is_singular_and_errors_name_the_range() {
+    run(demo(), &["--workers", "1", "--iterations", "10"])
+        .success()
+        .stdout(contains("summary: 1 worker × 10 additions"));
+    run(demo(), &["--workers", "65"])
+        .code(2)
+        .stderr(contains("1..=64"));
 }

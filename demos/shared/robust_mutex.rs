@@ -20,9 +20,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
-use proclab::shm::{SharedValue, pthread_result};
+use proclab::shm::{CountRow, SharedValue, pthread_result};
 use proclab::{child, cli, inspect, narrate, signals};
-use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -117,15 +116,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let got = unsafe { *counter.value.get() };
     // SAFETY: initialised, unlocked by its last holder, and no process waits for it.
     unsafe { libc::pthread_mutex_destroy(counter.mutex.get()) };
-    let (survivors, ops_per_s) = (args.workers - 1, got as f64 / seconds);
-    let expected = u64::from(survivors) * args.iterations;
-    let lost = expected.saturating_sub(got);
-    let row = json!({
-        "lock": "mutex", "workers": args.workers, "iterations": args.iterations, "expected": expected,
-        "got": got, "lost": lost, "seconds": seconds, "ops_per_s": ops_per_s,
-    });
+    let (workers, iterations) = (args.workers, args.iterations);
+    let (survivors, expected) = (workers - 1, u64::from(workers - 1) * iterations);
+    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
+    let (lost, ops_per_s) = (row.lost, row.ops_per_s);
+    let others = if survivors == 1 { "other" } else { "others" };
     event("result").fields(&row).say(format!(
-        "mutex: one worker died holding it; the {survivors} others: expected {expected}, \
+        "mutex: one worker died holding it; the {survivors} {others}: expected {expected}, \
          got {got}, lost {lost} ({seconds:.4} s, {ops_per_s:.3e} ops/s)"
     ));
     event("summary").field("strategies", [&row]).say(format!(

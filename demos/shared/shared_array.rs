@@ -16,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
-use proclab::shm::{self, ProcessLocks, SharedArray, SharedValue};
+use proclab::shm::{self, CountRow, ProcessLocks, ReapOnDrop, SharedArray, SharedValue};
 use proclab::{child, cli, narrate, signals};
 
 fn main() -> ExitCode {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
 }
 
 /// One run: W workers, one strategy. Returns the table row.
-fn race(lock: Lock, args: &Args) -> Result<serde_json::Value> {
+fn race(lock: Lock, args: &Args) -> Result<CountRow> {
     let (workers, iterations) = (args.workers, args.iterations);
     let stride = match lock {
         Lock::PartitionedNoPadding => 1, // side by side: eight slots share a cache line
@@ -72,14 +72,12 @@ fn race(lock: Lock, args: &Args) -> Result<serde_json::Value> {
         _ => shm::load(&race.counter),
     };
     // ANCHOR_END: race
-    let (expected, ops_per_s) = (u64::from(workers) * iterations, got as f64 / seconds);
-    let lost = expected.saturating_sub(got);
     let value = lock.to_possible_value().expect("no strategy is hidden");
-    let name = value.get_name(); // as on the command line
-    let row = serde_json::json!({
-        "lock": name, "workers": workers, "iterations": iterations, "expected": expected,
-        "got": got, "lost": lost, "seconds": seconds, "ops_per_s": ops_per_s,
-    });
+    let (name, expected) = (value.get_name(), u64::from(workers) * iterations); // as on the command line
+    let row = CountRow::new(name, (workers, iterations), expected, got, seconds);
+    let CountRow {
+        lost, ops_per_s, ..
+    } = row;
     event("result").fields(&row).say(format!(
         "{name:<24} {workers:>7} {iterations:>10} {expected:>12} {got:>12} {lost:>10} {seconds:>8.4} {ops_per_s:>12.3e}"
     ));
@@ -135,14 +133,12 @@ fn run(args: &Args) -> Result<()> {
         rows.push(race(lock, args)?);
         signals::bail_if_stopped()?;
     }
-    let exact = rows.iter().filter(|row| row["lost"] == 0).count();
-    let none_lost = rows
-        .iter()
-        .any(|row| row["lock"] == "none" && row["lost"] != 0);
-    let note = none_lost.then_some("; `none` loses what two workers add at the same moment");
-    let (note, total) = (note.unwrap_or_default(), rows.len());
+    let (exact, total) = (rows.iter().filter(|row| row.lost == 0).count(), rows.len());
+    let strategies = if total == 1 { "strategy" } else { "strategies" };
+    let none = rows.iter().find(|row| row.lock == "none"); // its `lost`, even 0, is the news
+    let note = none.map_or(String::new(), |row| format!("; `none` lost {}", row.lost));
     event("summary").field("strategies", &rows).say(format!(
-        "summary: {exact} of {total} strategies exact{note}"
+        "summary: {exact} of {total} {strategies} exact{note}"
     ));
     Ok(())
 }
@@ -152,15 +148,6 @@ struct Race {
     ready: AtomicU32,
     go: AtomicU32,
     counter: AtomicU64,
-}
-
-/// Dropped on every way out of `race` (an error, a stop, a failed fork): kills, then reaps.
-struct ReapOnDrop;
-
-impl Drop for ReapOnDrop {
-    fn drop(&mut self) {
-        child::end_all_children(); // SIGKILL, then waitpid, for each child left
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -180,7 +167,9 @@ enum Lock {
 /// `mutex` is a robust process-shared pthread mutex, `semaphore` a process-shared POSIX
 /// semaphore, `partitioned` a slot per worker, summed at the end. Build with --release.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  shared_array\n  shared_array --lock none --workers 2")]
+#[command(
+    after_help = "Examples:\n  shared_array\n  shared_array --lock none --iterations 5000000"
+)]
 struct Args {
     /// Worker processes (1-64).
     #[arg(long, value_name = "W", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

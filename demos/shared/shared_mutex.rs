@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
-use proclab::shm::pthread_result;
+use proclab::shm::{CountRow, pthread_result};
 use proclab::{child, cli, narrate, signals};
 
 fn main() -> ExitCode {
@@ -144,18 +144,12 @@ fn add_under_the_mutex(counter: &Counter, iterations: u64) -> anyhow::Result<i32
 
 fn report(workers: u32, iterations: u64, got: u64, seconds: f64) {
     let expected = u64::from(workers) * iterations;
-    let lost = expected.saturating_sub(got);
-    event("summary")
-        .field("workers", workers)
-        .field("iterations", iterations)
-        .field("expected", expected)
-        .field("got", got)
-        .field("lost", lost)
-        .field("seconds", seconds)
-        .say(format!(
-            "summary: {workers} workers × {iterations} additions under one mutex: \
-             expected {expected}, got {got}, lost {lost} ({seconds:.3} s)"
-        ));
+    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
+    let (s, lost) = (if workers == 1 { "" } else { "s" }, row.lost);
+    event("summary").fields(&row).say(format!(
+        "summary: {workers} worker{s} × {iterations} additions under one mutex: \
+         expected {expected}, got {got}, lost {lost} ({seconds:.3} s)"
+    ));
 }
 
 /// W worker processes add 1 to one counter in shared memory, I times each, holding a
