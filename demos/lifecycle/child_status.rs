@@ -159,7 +159,7 @@ impl Fate {
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  child_status\n  child_status --signal SEGV\n  \
-                  child_status --exec nope\n  child_status --exec sh -c 'kill -TERM $$'"
+                  child_status --exec nope"
 )]
 struct Args {
     /// Print the timeline as JSON Lines.

@@ -160,7 +160,7 @@ fn program(args: &Args) -> Vec<String> {
 /// so that stdout stays valid JSON.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  fork_exec_wait\n  fork_exec_wait --exec sleep 30\n  \
+    after_help = "Examples:\n  fork_exec_wait\n  fork_exec_wait --exec sleep 3      # then: ps -o pid,ppid,stat,comm -C sleep\n  \
                   fork_exec_wait --json --exec ls -l /proc/self"
 )]
 struct Args {

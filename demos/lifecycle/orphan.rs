@@ -183,7 +183,9 @@ fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
 /// Make an orphan and watch who adopts it: the demo (role "reaper", a child subreaper)
 /// forks a parent, which forks a child and exits; the demo adopts the child and reaps it.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  orphan\n  orphan --hold 30\n  orphan --no-subreaper --json")]
+#[command(
+    after_help = "Examples:\n  orphan\n  orphan --hold 3      # then run the ps command it prints\n  orphan --no-subreaper --json"
+)]
 struct Args {
     /// Let the system adopt the orphan instead of the demo.
     #[arg(long)]

@@ -150,7 +150,7 @@ fn summarize(zombies: &[i32], statuses: &[Option<i32>], state_after_kill: char) 
 /// waitpid and shows the exit status the kernel kept and that /proc/<pid> is gone.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  zombie\n  zombie --hold 30      (then run the ps command it prints)\n  \
+    after_help = "Examples:\n  zombie\n  zombie --hold 3      # then run the ps command it prints\n  \
                         zombie --children 5 --json"
 )]
 struct Args {
