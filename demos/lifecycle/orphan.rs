@@ -82,11 +82,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR_END: adopted
     let orphan_fd = child::pidfd_open(orphan).context("pidfd_open")?; // readable at its end
     if !args.hold.is_zero() {
-        let (seconds, look) = (
-            args.hold.as_secs_f64(),
-            "see it with:  ps -o pid,ppid,stat,cmd",
-        );
-        let text = format!("keeping the orphan alive {seconds}s; {look} -p {orphan}");
+        let seconds = args.hold.as_secs_f64();
+        let look = format!("see it with:  ps -o pid,ppid,stat,cmd -p {orphan}");
+        let text = format!("keeping the orphan alive {seconds}s; {look}");
         let hold = event("hold").field("child", orphan.as_raw());
         hold.field("seconds", seconds).say(text);
         until_ended(orphan_fd.as_fd(), args.hold); // you may kill it to look: the hold ends with it
@@ -168,10 +166,9 @@ fn be_the_orphan(parent: Pid, saw_parent: OwnedFd, release: OwnedFd) -> anyhow::
 }
 // ANCHOR_END: orphan
 
-/// `waitpid(pid, 0)`, killing the child on Ctrl-C (as fork_exec_wait does); narrated.
+/// Waits for `pid` (killing it on Ctrl-C: `child::wait_or_kill`), narrated.
 fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
-    let status = child::wait_or_kill(pid)?;
-    let ending = child::ending(&status);
+    let ending = child::ending(&child::wait_or_kill(pid)?);
     let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
     event("reap")
         .field("child", pid.as_raw())
