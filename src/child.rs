@@ -275,16 +275,6 @@ pub fn default_sigpipe() -> nix::Result<()> {
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map(drop)
 }
 
-/// Marks this process a *child subreaper*: orphans among its descendants are given to it
-/// instead of to PID 1, and it must reap them.
-///
-/// # References: prctl(2) PR_SET_CHILD_SUBREAPER
-pub fn become_subreaper() -> nix::Result<()> {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes a flag and touches no memory of ours.
-    let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    nix::errno::Errno::result(result).map(drop)
-}
-
 /// Opens a pidfd for `pid`: a file descriptor that refers to that process (not to
 /// whatever process gets its number later) and becomes readable when it ends.
 ///

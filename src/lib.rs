@@ -9,6 +9,7 @@ pub mod child;
 pub mod cli;
 pub mod fdio;
 pub mod inspect;
+pub mod lifecycle;
 pub mod measure;
 pub mod names;
 pub mod narrate;

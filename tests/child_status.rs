@@ -1,6 +1,8 @@
 //! child_status: the parent decodes every way a child can end — an exit status, a death
 //! by signal, an exec that failed — from the raw status word waitpid returns.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -159,4 +161,29 @@ fn a_closed_stdout_causes_no_panic() {
         cargo_bin!("child_status"),
         &[&[][..], &["--json", "--signal", "SEGV"], &["--exec", "yes"]],
     );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--signal", "SEGV"], &["--exec", "nope"]];
+    examples::assert_help_examples(cargo_bin!("child_status"), examples);
+    let exit = run_json(demo(), examples[0]);
+    assert_eq!(find(&exit, "raw_status")["raw"], 0x0700, "7 in bits 8-15");
+    let segv = run_json(demo(), examples[1]);
+    assert_eq!(
+        find(&segv, "raw_status")["raw"],
+        11,
+        "SIGSEGV in bits 0-6, no core"
+    );
+    assert_eq!(summary(&segv)["signal"], "SIGSEGV");
+    let nope = run_json(demo(), examples[2]);
+    assert_eq!(find(&nope, "raw_status")["raw"], 0x7f00, "127: not found");
+}
+
+/// Issue 16 item 8: SIGTERM to the demo while its child runs is quiet.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    let args = ["--exec", "sleep", "5"];
+    stops::assert_quiet_sigterm(cargo_bin!("child_status"), &args, "fork", &[100, 300]);
 }

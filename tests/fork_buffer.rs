@@ -1,6 +1,7 @@
 //! fork_buffer: a partial line printed before fork reaches stdout twice when the child
 //! leaves through std::process::exit, once when it leaves through _exit.
 
+mod examples;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -54,4 +55,18 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("fork_buffer"), &[&[][..], &["--json"]]);
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--json"]];
+    examples::assert_help_examples(cargo_bin!("fork_buffer"), examples);
+    run(demo(), examples[0])
+        .success()
+        .stdout(contains("the text appears 2x"))
+        .stdout(contains("the text appears 1x"));
+    let events = run_json(demo(), &[]);
+    assert_eq!(summary(&events)["copies"]["std::process::exit(0)"], 2);
+    assert_eq!(summary(&events)["copies"]["_exit(0)"], 1);
 }

@@ -2,6 +2,8 @@
 //! not its pid, and the parent waits in a blocking waitpid — checked against /proc, not
 //! only against what the demo prints.
 
+mod examples;
+mod stops;
 mod util;
 
 use std::time::Duration;
@@ -214,4 +216,59 @@ fn a_closed_stdout_causes_no_panic() {
         cargo_bin!("fork_exec_wait"),
         &[&[][..], &["--json"], &["--exec", "yes"]],
     );
+}
+
+/// Issue 15: the exec line said "state Z" in some runs and "state R" in others, next to
+/// "now runs a new program"; its text now has one shape, and the state is in --json only.
+#[test]
+fn the_exec_line_has_the_same_shape_in_every_run() {
+    for _ in 0..10 {
+        let events = run_json(demo(), &[]);
+        let seen = find(&events, "exec_seen");
+        let child = pid_of(&seen["child"]);
+        let expected = format!("kernel says {child} runs a new program under the same pid: \"sh\"");
+        assert_eq!(seen["text"], expected.as_str(), "{seen}");
+        let state = seen["state"].as_str().expect("state");
+        assert!(["R", "S", "D", "Z"].contains(&state), "{seen}");
+    }
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[
+        &[],
+        &["--exec", "sleep", "3"],
+        &["--json", "--exec", "ls", "-l", "/proc/self"],
+    ];
+    examples::assert_help_examples(cargo_bin!("fork_exec_wait"), examples);
+    let plain = run_json(demo(), examples[0]);
+    assert_eq!(summary(&plain)["comm_after"], "sh", "the default execs sh");
+    // --exec sleep 3: time to look, and /proc shows it sleeping under the child's pid.
+    let slow = run_json(demo(), examples[1]);
+    assert_eq!(summary(&slow)["comm_after"], "sleep");
+    assert_eq!(
+        find(&slow, "exec_seen")["state"],
+        "S",
+        "sleep is sleeping: S"
+    );
+    // --json: stdout stays JSON Lines (events() parses every line); ls writes on stderr.
+    let output = run(demo(), examples[2]).success().get_output().clone();
+    let events = events(&output.stdout);
+    assert_eq!(summary(&events)["comm_after"], "ls");
+    // ls runs under the child's pid: /proc/self, for ls, is the child.
+    let child = pid_of(&summary(&events)["child"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        stderr.contains(&format!("/proc/self -> {child}")),
+        "{stderr}"
+    );
+}
+
+/// Issue 16 item 8: SIGTERM to the demo while its child runs ends both without a word on
+/// stderr.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    let args = ["--exec", "sleep", "5"];
+    stops::assert_quiet_sigterm(cargo_bin!("fork_exec_wait"), &args, "exec_seen", &[0, 100]);
 }

@@ -1,6 +1,8 @@
 //! orphan: when its parent exits, a child is adopted — by the demo when it is a child
 //! subreaper, by the system otherwise — and the test reads the new PPid in /proc itself.
 
+mod examples;
+mod stops;
 mod util;
 
 use std::time::Duration;
@@ -106,4 +108,79 @@ fn a_closed_stdout_causes_no_panic() {
         cargo_bin!("orphan"),
         &[&[][..], &["--json", "--no-subreaper"]],
     );
+}
+
+/// Issue 15: `orphan --no-subreaper --hold 30` went on for 30 s after the orphan was
+/// killed; the hold now ends with the orphan, with or without the subreaper.
+#[test]
+fn killing_the_orphan_ends_the_hold() {
+    for args in [&["--hold", "30"][..], &["--no-subreaper", "--hold", "30"]] {
+        let mut demo = Running::start(cargo_bin!("orphan"), args);
+        let orphan = pid_of(&demo.wait_for("hold")["child"]);
+        let killed = std::time::Instant::now();
+        send_signal(orphan, libc::SIGTERM);
+        let (status, events) = demo.finish();
+        assert!(status.success(), "{args:?}: {status:?}");
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(3),
+            "{args:?}: the hold went on"
+        );
+        // PID 1 here may take a moment to reap what it adopted (up to ~2 s seen).
+        let gone = eventually(std::time::Duration::from_secs(5), || {
+            proc_state(orphan).is_none()
+        });
+        assert!(gone, "{args:?}: {orphan} left behind");
+        if args.len() == 2 {
+            let reaped = events
+                .iter()
+                .find(|e| e["event"] == "reap" && pid_of(&e["child"]) == orphan);
+            assert_eq!(reaped.expect("the subreaper reaps it")["signal"], "SIGTERM");
+        } else {
+            assert_eq!(pid_of(&find(&events, "ended")["child"]), orphan);
+        }
+    }
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--hold", "3"], &["--no-subreaper", "--json"]];
+    examples::assert_help_examples(cargo_bin!("orphan"), examples);
+    let adopted = run_json(demo(), examples[0]);
+    let demo_pid = pid_of(&find(&adopted, "subreaper")["pid"]);
+    assert_eq!(summary(&adopted)["parent_after"], demo_pid);
+    // --hold 3: the orphan lives, adopted, for the ps command the hold line prints.
+    let mut held = Running::start(cargo_bin!("orphan"), examples[1]);
+    let hold = held.wait_for("hold");
+    let orphan = pid_of(&hold["child"]);
+    assert_eq!(proc_status(orphan, "PPid"), Some(held.pid().to_string()));
+    assert!(
+        hold["text"]
+            .as_str()
+            .expect("text")
+            .ends_with(&format!("-p {orphan}"))
+    );
+    assert!(held.finish().0.success());
+    let system = run_json(demo(), &without_json(examples[2]));
+    assert_ne!(
+        summary(&system)["parent_after"],
+        summary(&system)["subreaper"]
+    );
+    assert_eq!(summary(&system)["subreaper"], serde_json::Value::Null);
+}
+
+/// Issue 16 item 8: SIGTERM during the hold ends the demo and the orphan quietly.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    for args in [&["--hold", "5"][..], &["--no-subreaper", "--hold", "5"]] {
+        stops::assert_quiet_sigterm(cargo_bin!("orphan"), args, "hold", &[50, 300]);
+    }
+}
+
+/// The example's arguments for `run_json`, which adds `--json` itself.
+fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .filter(|arg| *arg != "--json")
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! sigchld_ignore: with SIGCHLD set to SIG_IGN the kernel reaps the children itself —
 //! no zombie in /proc, and no status for the parent: waitpid fails with ECHILD.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -79,4 +81,73 @@ fn help_and_bad_arguments() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("sigchld_ignore"), &[&[][..], &["--json"]]);
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--children", "100", "--json"]];
+    examples::assert_help_examples(cargo_bin!("sigchld_ignore"), examples);
+    for args in examples {
+        let events = run_json(demo(), &without_json(args));
+        let summary = summary(&events);
+        let children = if args.contains(&"--children") {
+            args[args.len() - 1 - usize::from(args.last() == Some(&"--json"))]
+        } else {
+            "5"
+        };
+        assert_eq!(summary["children"].to_string(), children, "{args:?}");
+        assert_eq!(summary["reaped_by"], "kernel", "{args:?}");
+        assert_eq!(find(&events, "wait_ignored")["errno"], "ECHILD");
+        assert_eq!(summary["zombies_left"], 0);
+    }
+}
+
+/// Issue 15: after Ctrl-C the summary blamed the strategy ("1 zombies left by pidfd"):
+/// the children killed by the stop were counted as its zombies.
+#[test]
+fn an_interrupted_summary_blames_the_stop_not_the_strategy() {
+    for _ in 0..3 {
+        let mut demo = Running::start(cargo_bin!("sigchld_ignore"), &["--children", "5"]);
+        demo.wait_for("forked");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        demo.interrupt();
+        let (_, events) = demo.finish();
+        let text = summary(&events)["text"].as_str().expect("text").to_owned();
+        assert!(
+            !text.contains("left by") && text.contains("before SIGINT"),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 15: "1 children", "1 zombies": the count decides the noun.
+#[test]
+fn one_child_is_one_child() {
+    let events = run_json(demo(), &["--children", "1"]);
+    let forked = find(&events, "forked")["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(forked.starts_with("forked 1 child; it exits"), "{forked}");
+    let text = summary(&events)["text"].as_str().expect("text").to_owned();
+    assert!(
+        text.starts_with("summary: 1 child, ") && text.ends_with(" 0 zombies left by ignore"),
+        "{text}"
+    );
+}
+
+/// Issue 16 item 8: SIGTERM while children run ends it, and them, without a word on stderr.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    let args = ["--children", "20"];
+    stops::assert_quiet_sigterm(cargo_bin!("sigchld_ignore"), &args, "forked", &[100, 500]);
+}
+
+/// The example's arguments for `run_json`, which adds `--json` itself.
+fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .filter(|arg| *arg != "--json")
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! zombie: an exited child stays in /proc as state Z, parent the demo, until the demo's
 //! waitpid — which the test checks itself in /proc while the demo holds the zombies.
 
+mod examples;
+mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -155,4 +157,85 @@ fn a_closed_stdout_causes_no_panic() {
             &["--json", "--children", "20", "--hold", "0"],
         ],
     );
+}
+
+/// Issue 15: "holding 1 zombie(s)", "1 zombie(s) seen": the count decides the noun.
+#[test]
+fn one_zombie_is_one_zombie() {
+    let events = run_json(demo(), &["--children", "1", "--hold", "0"]);
+    let hold = find(&events, "hold")["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(hold.starts_with("holding 1 zombie for"), "{hold}");
+    let text = summary(&events)["text"].as_str().expect("text").to_owned();
+    assert!(
+        text.starts_with("summary: 1 zombie seen in /proc"),
+        "{text}"
+    );
+    let events = run_json(demo(), &["--children", "2", "--hold", "0"]);
+    let text = summary(&events)["text"].as_str().expect("text").to_owned();
+    assert!(text.starts_with("summary: 2 zombies seen"), "{text}");
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--hold", "3"], &["--children", "5", "--json"]];
+    examples::assert_help_examples(cargo_bin!("zombie"), examples);
+    let one = run_json(demo(), examples[0]);
+    assert_eq!(summary(&one)["statuses"], serde_json::json!([7]));
+    // --hold 3: the zombies are there for the ps command the hold line prints.
+    let mut held = Running::start(cargo_bin!("zombie"), examples[1]);
+    let hold = held.wait_for("hold");
+    assert_eq!(hold["seconds"], 3.0);
+    let look = hold["text"]
+        .as_str()
+        .expect("text")
+        .rsplit("  ")
+        .next()
+        .expect("the ps command");
+    let words: Vec<&str> = look.split_whitespace().collect();
+    let ps = std::process::Command::new(words[0])
+        .args(&words[1..])
+        .output()
+        .expect("ps runs");
+    let listed = String::from_utf8_lossy(&ps.stdout).into_owned();
+    for pid in pids_in(&hold["pids"]) {
+        assert!(
+            listed.contains(&format!("{pid} ")) && listed.contains("<defunct>"),
+            "{listed}"
+        );
+    }
+    assert!(held.finish().0.success());
+    let five = run_json(demo(), &without_json(examples[2]));
+    assert_eq!(
+        summary(&five)["statuses"],
+        serde_json::json!([7, 8, 9, 10, 11])
+    );
+}
+
+/// Issue 16 item 8: the hold's error names the real range.
+#[test]
+fn a_hold_out_of_range_is_refused_with_the_real_range() {
+    for hold in ["1e9", "3601", "1e4"] {
+        run(demo(), &["--hold", hold])
+            .code(2)
+            .stderr(contains("is not between 0 and 3600 seconds"));
+    }
+}
+
+/// Issue 16 item 8: SIGTERM during the hold reaps the zombies, without a word on stderr.
+#[test]
+fn sigterm_in_the_middle_is_quiet() {
+    let args = ["--children", "3", "--hold", "5"];
+    stops::assert_quiet_sigterm(cargo_bin!("zombie"), &args, "hold", &[50, 300]);
+}
+
+/// The example's arguments for `run_json`, which adds `--json` itself.
+fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .filter(|arg| *arg != "--json")
+        .collect()
 }

@@ -8,7 +8,6 @@
 //! Observe: the raw status word, and what the macros read in it.
 //! Book:    book/src/lifecycle/fork_exec_wait.md
 
-use std::ffi::CString;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -16,10 +15,10 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid, execvp, fork, getpid, getppid};
+use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 use proclab::inspect::{exists, inspect};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, lifecycle, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -125,29 +124,10 @@ fn in_child(fate: &Fate) -> anyhow::Result<i32> {
             kill(me, *signal)?;
             bail!("{signal} did not kill the child") // not reached: the signal is fatal
         }
-        Fate::Exec(argv) => exec(argv),
+        Fate::Exec(argv) => lifecycle::exec(argv), // execvp, as fork_exec_wait writes it out
     }
 }
 // ANCHOR_END: child
-
-/// execvp, as fork_exec_wait does; if it fails, say why and return 127 or 126.
-fn exec(argv: &[String]) -> anyhow::Result<i32> {
-    let text = format!("execvp({:?}, {argv:?})", argv[0]);
-    event("exec").field("argv", argv).say(text);
-    child::default_sigpipe()?;
-    let args: Vec<CString> = argv
-        .iter()
-        .map(|arg| CString::new(arg.as_str()))
-        .collect::<Result<_, _>>()?;
-    let json_safe = narrate::program_output_to_stderr()?; // --json: stdout stays JSON
-    let error = execvp(&args[0], &args).unwrap_err(); // returns only if it failed
-    drop(json_safe);
-    let (name, why) = (&argv[0], error.desc());
-    event("exec_failed")
-        .field("errno", format!("{error:?}"))
-        .say(format!("execvp({name:?}) failed: {error:?} ({why})"));
-    Ok(if error == Errno::ENOENT { 127 } else { 126 }) // as shells do
-}
 
 /// What the child does after fork.
 enum Fate {
@@ -179,7 +159,7 @@ impl Fate {
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  child_status\n  child_status --signal SEGV\n  \
-                  child_status --exec nope\n  child_status --exec sh -c 'kill -TERM $$'"
+                  child_status --exec nope"
 )]
 struct Args {
     /// Print the timeline as JSON Lines.

@@ -17,20 +17,21 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::inspect::{inspect, wait_for_state};
+use proclab::lifecycle::count;
 use proclab::narrate::event;
 use proclab::{child, signals};
 
 /// Without --simultaneous, the children's exits are spread over this time.
 pub const SPREAD: Duration = Duration::from_secs(1);
 
-/// Forks `count` children; child i sleeps (i + 1) × SPREAD / count (or not at all, if
+/// Forks `how_many` children; child i sleeps (i + 1) × SPREAD / how_many (or not at all, if
 /// `simultaneous`) and exits with i % 256. Narrates `forked`.
-pub fn fork_children(count: u16, simultaneous: bool) -> anyhow::Result<Vec<i32>> {
-    let (parent, count) = (getpid(), u32::from(count));
+pub fn fork_children(how_many: u16, simultaneous: bool) -> anyhow::Result<Vec<i32>> {
+    let (parent, total) = (getpid(), u32::from(how_many));
     let spread = if simultaneous { Duration::ZERO } else { SPREAD };
     let mut children = Vec::new();
-    for index in 0..count {
-        let delay = spread * (index + 1) / count;
+    for index in 0..total {
+        let delay = spread * (index + 1) / total;
         // SAFETY: single-threaded here; the child sleeps and calls _exit.
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(parent, || {
@@ -43,10 +44,11 @@ pub fn fork_children(count: u16, simultaneous: bool) -> anyhow::Result<Vec<i32>>
             break; // Ctrl-C: fork no more
         }
     }
-    let n = children.len();
-    let text = match simultaneous {
-        true => format!("forked {n} children; they exit all at once"),
-        false => format!("forked {n} children; they exit over {SPREAD:?}"),
+    let text = match (simultaneous, children.len()) {
+        (true, 1) => "forked 1 child; it exits at once".to_owned(),
+        (true, n) => format!("forked {n} children; they exit all at once"),
+        (false, 1) => format!("forked 1 child; it exits after {SPREAD:?}"),
+        (false, n) => format!("forked {n} children; they exit over {SPREAD:?}"),
     };
     event("forked").field("pids", &children).say(text);
     Ok(children)
@@ -61,11 +63,12 @@ pub fn wait_all_zombies(children: &[i32]) -> anyhow::Result<()> {
     }
     let status = procfs::process::Process::myself()?.status()?;
     let pending = status.shdpnd & (1 << (Signal::SIGCHLD as u64 - 1)) != 0;
-    let text = format!(
-        "kernel says all {} children are zombies; SIGCHLD pending: {pending} \
-         (one signal, however many deaths)",
-        children.len()
-    );
+    let all = match children.len() {
+        1 => "the child is a zombie".to_owned(),
+        n => format!("all {n} children are zombies"),
+    };
+    let text =
+        format!("kernel says {all}; SIGCHLD pending: {pending} (one signal, however many deaths)");
     event("all_zombies").field("pending", pending).say(text);
     Ok(())
 }
@@ -80,11 +83,27 @@ pub struct Reaped {
     pub by: &'static str,
 }
 
-/// After the strategy: kills the children still running if a stop signal came, counts
-/// the zombies left in /proc (the naive reaper's are kept 2 s for `ps`), reaps whatever
+impl Reaped {
+    /// What `reaper` did: `signals` received, `count` children reaped by the parent.
+    pub fn new(reaper: &'static str, signals: u64, count: usize) -> Reaped {
+        let (simultaneous, by) = (false, "parent");
+        Reaped {
+            reaper,
+            simultaneous,
+            signals,
+            count,
+            by,
+        }
+    }
+}
+
+/// After the strategy: counts the zombies it left in /proc (the naive reaper's are kept
+/// 2 s for `ps`), kills the children still running if a stop signal came, reaps whatever
 /// is left, and writes the summary.
 pub fn account(children: &[i32], reaped: Reaped) -> anyhow::Result<()> {
     let interrupted = signals::stop_requested();
+    let zombies: Vec<i32> = children.iter().copied().filter(is_zombie).collect();
+    let (n, naive) = (children.len(), reaped.reaper == "naive");
     if let Some(stop) = interrupted {
         for &pid in children {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -94,23 +113,24 @@ pub fn account(children: &[i32], reaped: Reaped) -> anyhow::Result<()> {
             .field("signal", stop.as_str())
             .say(text);
     }
-    let zombies: Vec<i32> = children.iter().copied().filter(is_zombie).collect();
-    let naive = reaped.reaper == "naive";
     if !zombies.is_empty() {
         let why = match (interrupted, naive) {
             (Some(_), _) => "not reaped yet: the demo was interrupted".to_owned(),
             (None, true) => format!(
-                "{} SIGCHLD for {} deaths, and one waitpid per signal -- the bug",
+                "{} SIGCHLD for {}, and one waitpid per signal -- the bug",
                 reaped.signals,
-                children.len()
+                count(n, "death", "deaths")
             ),
             (None, false) => format!("left by the {} strategy", reaped.reaper),
         };
-        let text = format!(
-            "kernel says {} children are still zombies: {why}",
-            zombies.len()
+        let left = count(
+            zombies.len(),
+            "child is still a zombie",
+            "children are still zombies",
         );
-        event("zombies_left").field("pids", &zombies).say(text);
+        event("zombies_left")
+            .field("pids", &zombies)
+            .say(format!("kernel says {left}: {why}"));
         if naive && interrupted.is_none() {
             let look = format!("ps -o pid,ppid,stat,cmd --ppid {}", getpid());
             event("hold")
@@ -122,21 +142,29 @@ pub fn account(children: &[i32], reaped: Reaped) -> anyhow::Result<()> {
     }
     let cleaned = reap_everything_left()?;
     if cleaned > 0 {
-        let text = format!("cleanup: reaped the {cleaned} left");
-        event("cleanup").field("reaped", cleaned).say(text);
+        event("cleanup")
+            .field("reaped", cleaned)
+            .say(format!("cleanup: reaped the {cleaned} left"));
     }
-    let text = format!(
-        "summary: {} children, {} SIGCHLD, {} reaped, {} zombies left by {}",
-        children.len(),
-        reaped.signals,
-        reaped.count,
-        zombies.len(),
-        reaped.reaper
-    );
+    let (signals, by) = (format!("{} SIGCHLD", reaped.signals), reaped.reaper);
+    let text = match interrupted {
+        // Not the strategy's fault: the stop came before every child had ended.
+        Some(stop) => format!(
+            "summary: {} of {n} children reaped by {by} ({signals}) before {stop}; \
+             the cleanup reaped the rest",
+            reaped.count
+        ),
+        None => format!(
+            "summary: {}, {signals}, {} reaped, {} left by {by}",
+            count(n, "child", "children"),
+            reaped.count,
+            count(zombies.len(), "zombie", "zombies")
+        ),
+    };
     event("summary")
         .field("reaper", reaped.reaper)
         .field("simultaneous", reaped.simultaneous)
-        .field("children", children.len())
+        .field("children", n)
         .field("signals", reaped.signals)
         .field("reaped", reaped.count)
         .field("reaped_by", reaped.by)

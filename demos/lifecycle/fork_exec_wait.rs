@@ -127,19 +127,17 @@ fn watch_for_exec(child: Pid) -> anyhow::Result<(String, String)> {
         }
         std::thread::sleep(Duration::from_micros(200));
     };
+    // The state is whatever /proc says at that instant: R or S while the new program runs,
+    // Z if it has already ended (sh's echo is quick). The line leaves it to --json.
     let what = match view.comm == name_at_fork {
         true => "ended without exec: still",
-        false => "now runs a new program under the same pid:",
+        false => "runs a new program under the same pid:",
     };
     event("exec_seen")
         .field("child", child.as_raw())
         .field("comm", &view.comm)
         .field("state", view.state.to_string())
-        .say(format!(
-            "kernel says {child} {what} {:?}, state {}",
-            view.comm,
-            view.state_in_words()
-        ));
+        .say(format!("kernel says {child} {what} {:?}", view.comm));
     Ok((name_at_fork, view.comm))
 }
 // ANCHOR_END: watch
@@ -162,7 +160,7 @@ fn program(args: &Args) -> Vec<String> {
 /// so that stdout stays valid JSON.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  fork_exec_wait\n  fork_exec_wait --exec sleep 30\n  \
+    after_help = "Examples:\n  fork_exec_wait\n  fork_exec_wait --exec sleep 3      # then: ps -o pid,ppid,stat,comm -C sleep\n  \
                   fork_exec_wait --json --exec ls -l /proc/self"
 )]
 struct Args {

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe};
-use proclab::inspect::{inspect, running};
+use proclab::inspect::inspect;
+use proclab::lifecycle::until_ended;
 use proclab::narrate::event;
 use proclab::{child, cli, narrate, signals};
 
@@ -59,8 +60,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     event("fork")
         .field("child", parent.as_raw())
         .say(format!("fork() -> parent {parent}"));
-    let mut pid = [0u8; 4];
-    File::from(from_parent).read_exact(&mut pid)?; // the parent's report: its child's pid
+    let mut pid = [0u8; 4]; // the parent's report: its child's pid
+    File::from(from_parent).read_exact(&mut pid)?;
     let orphan = Pid::from_raw(i32::from_ne_bytes(pid));
     let orphaned = format!("the parent is gone, its child {orphan} is an orphan");
     reap(parent, &orphaned)?;
@@ -79,26 +80,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "kernel says {orphan}'s parent is now {adopter} ({adopter_name}): {who}"
         ));
     // ANCHOR_END: adopted
+    let orphan_fd = child::pidfd_open(orphan).context("pidfd_open")?; // readable at its end
     if !args.hold.is_zero() {
         let seconds = args.hold.as_secs_f64();
         let look = format!("see it with:  ps -o pid,ppid,stat,cmd -p {orphan}");
         let text = format!("keeping the orphan alive {seconds}s; {look}");
-        event("hold")
-            .field("child", orphan.as_raw())
-            .field("seconds", seconds)
-            .say(text);
-        signals::sleep(args.hold);
+        let hold = event("hold").field("child", orphan.as_raw());
+        hold.field("seconds", seconds).say(text);
+        until_ended(orphan_fd.as_fd(), args.hold); // you may kill it to look: the hold ends with it
     }
     drop(release_orphan); // the orphan's read returns: it exits
     // ANCHOR: reap
     if adopter == demo.as_raw() {
         reap(orphan, "I adopted it, so I reap it")?; // my child now, like any other
     } else {
-        // Not my child: waitpid would fail with ECHILD. Watch /proc until it has ended.
-        while running(orphan.as_raw()) {
-            if !signals::sleep(Duration::from_millis(10)) {
-                let _ = kill(orphan, Signal::SIGKILL); // Ctrl-C: it must not outlive us
-            }
+        // Not my child: waitpid would fail with ECHILD. Wait on its pidfd until it ends.
+        while !until_ended(orphan_fd.as_fd(), Duration::from_secs(10)) {
+            let _ = kill(orphan, Signal::SIGKILL); // Ctrl-C: it must not outlive us
         }
         event("ended").field("child", orphan.as_raw()).say(format!(
             "kernel says {orphan} has ended; reaping it is {adopter}'s job, not mine"
@@ -168,10 +166,9 @@ fn be_the_orphan(parent: Pid, saw_parent: OwnedFd, release: OwnedFd) -> anyhow::
 }
 // ANCHOR_END: orphan
 
-/// `waitpid(pid, 0)`, killing the child on Ctrl-C (as fork_exec_wait does); narrated.
+/// Waits for `pid` (killing it on Ctrl-C: `child::wait_or_kill`), narrated.
 fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
-    let status = child::wait_or_kill(pid)?;
-    let ending = child::ending(&status);
+    let ending = child::ending(&child::wait_or_kill(pid)?);
     let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
     event("reap")
         .field("child", pid.as_raw())
@@ -182,9 +179,10 @@ fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
 
 /// Make an orphan and watch who adopts it: the demo (role "reaper", a child subreaper)
 /// forks a parent, which forks a child and exits; the demo adopts the child and reaps it.
-/// With --no-subreaper the system adopts it (PID 1, or systemd --user...).
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  orphan\n  orphan --hold 30\n  orphan --no-subreaper --json")]
+#[command(
+    after_help = "Examples:\n  orphan\n  orphan --hold 3      # then run the ps command it prints\n  orphan --no-subreaper --json"
+)]
 struct Args {
     /// Let the system adopt the orphan instead of the demo.
     #[arg(long)]

@@ -73,18 +73,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         true => (Reaping::OnePerSignal, "naive"),
     };
     let (signals, count) = reap_on_signal(&children, reaping)?;
-    let simultaneous = args.simultaneous;
-    let by = "parent";
-    deaths::account(
-        &children,
-        deaths::Reaped {
-            reaper,
-            simultaneous,
-            signals,
-            count,
-            by,
-        },
-    )
+    let reaped = deaths::Reaped {
+        simultaneous: args.simultaneous,
+        ..deaths::Reaped::new(reaper, signals, count)
+    };
+    deaths::account(&children, reaped)
 }
 
 /// What the main loop does when the handler has counted new signals.

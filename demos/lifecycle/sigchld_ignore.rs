@@ -65,15 +65,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
              kernel says {gone} of {n} children are gone, {zombies} zombies"
         ));
     // ANCHOR_END: wait
-    let (reaper, simultaneous, signals, count, by) = ("ignore", false, 0, gone, "kernel");
     deaths::account(
         &children,
         deaths::Reaped {
-            reaper,
-            simultaneous,
-            signals,
-            count,
-            by,
+            by: "kernel",
+            ..deaths::Reaped::new("ignore", 0, gone)
         },
     )
 }

@@ -34,17 +34,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         waiting.push((pid, pidfd_open(pid)?));
     }
     let count = reap_by_pidfd(waiting)?;
-    let (reaper, simultaneous, signals, by) = ("pidfd", false, 0, "parent");
-    deaths::account(
-        &children,
-        deaths::Reaped {
-            reaper,
-            simultaneous,
-            signals,
-            count,
-            by,
-        },
-    )
+    deaths::account(&children, deaths::Reaped::new("pidfd", 0, count))
 }
 
 // ANCHOR: pidfd_open

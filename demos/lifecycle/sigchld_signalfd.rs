@@ -47,15 +47,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         deaths::wait_all_zombies(&children)?; // still blocked: one pending signal
     }
     let (signals, count) = reap_from_signalfd(&children, &signal_fd)?;
-    let (reaper, simultaneous, by) = ("signalfd", args.simultaneous, "parent");
+    let reaped = deaths::Reaped::new("signalfd", signals, count);
+    let simultaneous = args.simultaneous;
     deaths::account(
         &children,
         deaths::Reaped {
-            reaper,
             simultaneous,
-            signals,
-            count,
-            by,
+            ..reaped
         },
     )
 }

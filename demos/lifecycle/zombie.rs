@@ -16,6 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::inspect::{exists, inspect, wait_for_state};
+use proclab::lifecycle::count;
 use proclab::narrate::event;
 use proclab::{child, cli, narrate, signals};
 
@@ -87,15 +88,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     // ANCHOR: hold
     let zombies: Vec<i32> = children.iter().map(|child| child.as_raw()).collect();
-    let seconds = args.hold.as_secs_f64();
+    let (seconds, held) = (
+        args.hold.as_secs_f64(),
+        count(zombies.len(), "zombie", "zombies"),
+    );
+    let look = format!("ps -o pid,ppid,stat,cmd --ppid {parent}");
+    let text =
+        format!("holding {held} for {seconds}s; see them from another terminal with:  {look}");
     event("hold")
         .field("pids", &zombies)
         .field("seconds", seconds)
-        .say(format!(
-            "holding {} zombie(s) for {seconds}s; see them from another terminal with:  \
-         ps -o pid,ppid,stat,cmd --ppid {parent}",
-            zombies.len()
-        ));
+        .say(text);
     if !signals::sleep(args.hold) {
         event("interrupted").say("interrupted: reaping the zombies before exiting");
     }
@@ -133,9 +136,9 @@ fn summarize(zombies: &[i32], statuses: &[Option<i32>], state_after_kill: char) 
         .field("state_after_sigkill", state_after_kill.to_string())
         .field("interrupted", signals::stop_requested().map(Signal::as_str))
         .say(format!(
-            "summary: {} zombie(s) seen in /proc, SIGKILL left one {state_after_kill}, \
+            "summary: {} seen in /proc, SIGKILL left one {state_after_kill}, \
              {reaped} reaped by waitpid",
-            zombies.len()
+            count(zombies.len(), "zombie", "zombies")
         ));
 }
 
@@ -147,7 +150,7 @@ fn summarize(zombies: &[i32], statuses: &[Option<i32>], state_after_kill: char) 
 /// waitpid and shows the exit status the kernel kept and that /proc/<pid> is gone.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  zombie\n  zombie --hold 30      (then run the ps command it prints)\n  \
+    after_help = "Examples:\n  zombie\n  zombie --hold 3      # then run the ps command it prints\n  \
                         zombie --children 5 --json"
 )]
 struct Args {
