@@ -20,21 +20,38 @@ use std::time::{Duration, Instant};
 /// The programs, the arguments of a run of about a second (the moment of the fault is
 /// drawn from it), and how long that run lasts.
 const PROGRAMS: &[(&str, &[&str], f64)] = &[
+    ("fork_exec_wait", &["--exec", "sleep", "1"], 1.0),
+    ("child_status", &["--exec", "sleep", "1"], 1.0),
+    ("fork_buffer", &[], 0.01),
     ("zombie", &["--children", "3"], 1.0),
+    ("orphan", &["--no-subreaper", "--hold", "1"], 1.0),
+    ("sigchld", &["--simultaneous", "--naive"], 2.0),
+    ("sigchld_signalfd", &[], 1.0),
+    ("sigchld_pidfd", &[], 1.0),
+    ("sigchld_ignore", &[], 1.0),
+    ("signal_handler", &[], 0.3),
+    ("signal_mask", &["--hold", "1"], 1.0),
+    ("sigsuspend", &["--alarm", "1"], 1.0),
     ("pipe", &["--records", "500000"], 0.8),
     ("pipe_capacity", &[], 0.1),
     ("pipe_atomic", &[], 1.0),
     ("sigpipe", &[], 0.02),
     ("pipe_bandwidth", &["--mebibytes", "16"], 0.5),
+    ("fifo", &["--delay", "1", "--records", "1000000"], 1.0),
+    ("duplex", &[], 0.5),
+    ("pipe_deadlock", &[], 1.0),
     ("mqueue", &["--messages", "50000"], 0.9),
     ("mq_priorities", &["--hold", "1"], 1.0),
-    ("mq_full", &[], 0.02),
-    ("mq_vs_pipe", &["--messages", "25000"], 0.9),
-    (
-        "worker_pool",
-        &["--tasks", "1000", "--task-cost", "uniform"],
-        1.0,
-    ),
+    ("mq_full", &[], 0.03),
+    ("mq_vs_pipe", &["--messages", "8000"], 0.9),
+    ("shared_mutex", &["--iterations", "8000000"], 1.0),
+    ("robust_mutex", &["--iterations", "6000000"], 0.8),
+    ("shared_array", &[], 1.0),
+    ("copy_vs_share", &["--elements", "6000000"], 1.0),
+    ("nice", &["--seconds", "1"], 1.0),
+    ("ctx_switch", &["--rounds", "2000"], 1.0),
+    ("proc_vs_thread", &["--count", "50"], 1.0),
+    ("worker_pool", &["--tasks", "1000", "--task-cost", "uniform"], 1.0),
     ("prefork", &["--seconds", "1"], 1.0),
 ];
 
@@ -42,7 +59,7 @@ const PROGRAMS: &[(&str, &[&str], f64)] = &[
 const HANG: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(3);
 /// Runs at the same time: the machine has two cores.
-const PARALLEL: usize = 2;
+const PARALLEL: usize = 3; // most trials wait on the kernel, not the CPU
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
