@@ -60,15 +60,15 @@ fn write_records(args: &Args) -> anyhow::Result<()> {
         let written = write(&fifo, &record).context("write")?;
         anyhow::ensure!(written == RECORD, "short write"); // RECORD <= PIPE_BUF: all or nothing
     }
-    if args.linger {
-        fifo::wait_until_unlinked(&args.path, Duration::from_secs(10)).context("inotify")?;
-        signals::bail_if_stopped()?; // (the fifo demo removes the name, then we close)
-    }
+    // The fifo demo removes the name while both ends are open; --linger waits for that.
+    let lingered = args.linger && fifo::wait_until_unlinked(&args.path, Duration::from_secs(10))?;
+    signals::bail_if_stopped()?;
     drop(fifo); // closed: with no other writer left, the reader now sees EOF
     // ANCHOR_END: writer
     let alone = args.t0.is_none(); // started by hand: this is the whole run
     event(if alone { "summary" } else { "closed" })
         .field("records", args.records)
+        .field("name_gone_before_close", lingered)
         .say(format!(
             "wrote {} records, closed: the reader will see EOF",
             args.records
