@@ -140,3 +140,22 @@ fn every_help_example_shows_its_effect() {
         "not yet called a deadlock"
     );
 }
+
+/// The fault grid: a side killed (here by `kill -9`) ends the watch at once — there is no
+/// deadlock left to wait for — and the demo reaps both and ends, within seconds.
+#[test]
+fn a_side_killed_ends_the_watch_at_once() {
+    let mut demo = Running::start(cargo_bin!("pipe_deadlock"), &["--watchdog", "30"]);
+    let left = pid_of(&demo.wait_for_where("write", |e| e["role"] == "left")["pid"]);
+    demo.wait_for_where("write", |e| e["role"] == "right");
+    send_signal(left, libc::SIGKILL);
+    let started = std::time::Instant::now();
+    let (status, events) = demo.finish();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+    assert_eq!(summary(&events)["deadlock_detected"], false);
+}

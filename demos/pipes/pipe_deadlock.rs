@@ -119,6 +119,9 @@ fn watch(sides: &[(&str, Pid)], limit: Duration) -> anyhow::Result<Option<String
             .iter()
             .map(|(_, pid)| inspect(pid.as_raw()).map_or('?', |view| view.state))
             .collect();
+        if states.contains(&'Z') {
+            return Ok(None); // a side died (killed): no deadlock left to watch
+        }
         let all_asleep = states.iter().all(|&state| state == 'S')
             && places.iter().all(|place| place.contains("pipe_write"));
         match (all_asleep, since) {
