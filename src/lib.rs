@@ -8,6 +8,7 @@
 pub mod child;
 pub mod cli;
 pub mod fdio;
+pub mod fifo;
 pub mod inspect;
 pub mod lifecycle;
 pub mod measure;

@@ -3,11 +3,18 @@
 //! A FIFO or a socket placed directly in a shared directory such as /tmp can be found,
 //! pre-created or replaced by another user, and two runs of the same demo would collide.
 //! So each run makes its own directory with `mkdtemp` (mode 0700: only you can enter it),
-//! named after your uid, and removes it when it is done.
+//! named after your uid, and removes it when it is done — and, made with
+//! [`PrivateDir::guarded`], even when it is killed with `kill -9`.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{Uid, mkdtemp};
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::{ForkResult, Pid, Uid, fork, mkdir, mkdtemp, pipe2, read, write};
 
 /// A name for a POSIX IPC object (message queue, shared memory) that no other user or run
 /// will pick: `/proclab.<uid>.<pid>.<random>`. Create the object with `O_CREAT | O_EXCL`
@@ -39,6 +46,7 @@ pub fn random() -> u64 {
 pub struct PrivateDir {
     path: PathBuf,
     removed: bool,
+    guard: Option<(Pid, OwnedFd)>,
 }
 
 impl PrivateDir {
@@ -53,7 +61,77 @@ impl PrivateDir {
         Ok(PrivateDir {
             path,
             removed: false,
+            guard: None,
         })
+    }
+
+    /// Like [`PrivateDir::new`] (named `proclab.<uid>.<pid>.<digits>`), but watched by a
+    /// *guard*: a child, not bound to die with this process, that blocks reading a pipe
+    /// whose only write end this process holds. The kernel closes that end however this
+    /// process ends, `kill -9` included; the guard then reads EOF, removes the directory
+    /// and everything in it, and exits. The guard is forked before the directory exists,
+    /// so the directory is never unguarded. (mq_priorities writes the same guard out for
+    /// its queue.) Ctrl-C to the process group does not end the guard: it ignores SIGINT
+    /// and SIGHUP, and waits for its EOF.
+    ///
+    /// # Safety
+    /// The caller must be single-threaded, as for any fork(2) that runs Rust code after it.
+    ///
+    /// # References: fork(2), pipe(7) "end of file", mkdir(2)
+    pub unsafe fn guarded() -> anyhow::Result<PrivateDir> {
+        loop {
+            let path = temp_root().join(&ipc_name()[1..]); // digits: a transcript masks them
+            let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("pipe2")?; // not exec'd
+            // SAFETY: the caller promises a single-threaded process; the guard reads its
+            // pipe, may remove the directory (which allocates) and calls _exit.
+            let guard = match unsafe { fork() }.context("fork the guard")? {
+                ForkResult::Child => crate::child::run_unbound_then_exit(|| {
+                    drop(write_end);
+                    let _ = crate::signals::ignore(Signal::SIGINT); // Ctrl-C is the demo's to clean up
+                    let _ = crate::signals::ignore(Signal::SIGHUP);
+                    let told = loop {
+                        match read(&read_end, &mut [0u8; 1]) {
+                            Err(Errno::EINTR) => continue,
+                            result => break result.unwrap_or(0),
+                        }
+                    };
+                    if told == 0 {
+                        let _ = std::fs::remove_dir_all(&path); // EOF alone: the creator is gone
+                    }
+                    Ok(0)
+                }),
+                ForkResult::Parent { child } => child,
+            };
+            drop(read_end);
+            let mut dir = PrivateDir {
+                path,
+                removed: false,
+                guard: Some((guard, write_end)),
+            };
+            match mkdir(&dir.path, Mode::S_IRWXU) {
+                Ok(()) => return Ok(dir),
+                Err(Errno::EEXIST) => dir.dismiss_guard(), // not ours: another name
+                Err(error) => {
+                    dir.dismiss_guard();
+                    return Err(error).with_context(|| format!("mkdir {}", dir.path.display()));
+                }
+            }
+        }
+    }
+
+    /// The guard's pid, if the directory has one.
+    pub fn guard(&self) -> Option<Pid> {
+        self.guard.as_ref().map(|(pid, _)| *pid)
+    }
+
+    /// Tells the guard that nothing is left to remove (one byte, then EOF), and reaps it.
+    fn dismiss_guard(&mut self) {
+        self.removed = true;
+        if let Some((pid, write_end)) = self.guard.take() {
+            let _ = write(&write_end, b"x");
+            drop(write_end);
+            while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+        }
     }
 
     /// The directory's path.
@@ -64,8 +142,10 @@ impl PrivateDir {
     /// Removes the directory and what it holds now.
     pub fn remove(&mut self) -> std::io::Result<()> {
         if !self.removed {
-            std::fs::remove_dir_all(&self.path)?;
-            self.removed = true;
+            match std::fs::remove_dir_all(&self.path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => self.dismiss_guard(),
+            }
         }
         Ok(())
     }

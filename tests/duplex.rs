@@ -2,6 +2,8 @@
 //! response; SIGTERM stops the round trips and leaves no server behind. (Both sides writing
 //! first is pipe_deadlock: tests/pipe_deadlock.rs.)
 
+mod examples;
+mod stops;
 mod util;
 
 use std::time::Duration;
@@ -88,5 +90,52 @@ fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(
         cargo_bin!("duplex"),
         &[&["--rounds", "100"], &["--json", "--rounds", "100"]],
+    );
+}
+
+/// Issue 16 item 8: SIGTERM in the middle of the round trips is quiet (parent and server).
+#[test]
+fn sigterm_during_the_round_trips_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("duplex"),
+        &["--rounds", "1000000"],
+        "fork",
+        &[0, 50, 300],
+    );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises: both
+/// transports, every response matched; then the socketpair alone, 100000 timed rounds.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--transport", "socketpair", "--rounds", "100000"]];
+    examples::assert_help_examples(cargo_bin!("duplex"), examples);
+    let both = run_json(demo(), examples[0]);
+    let rows = summary(&both)["transports"]
+        .as_array()
+        .expect("rows")
+        .clone();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|row| row["transport"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["two pipes", "socketpair"]);
+    assert_eq!(summary(&both)["all_matched"], true);
+    let one = run_json(demo(), examples[1]);
+    let rows = summary(&one)["transports"]
+        .as_array()
+        .expect("rows")
+        .clone();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["transport"], "socketpair");
+    assert_eq!(
+        rows[0]["requests"], 110_000,
+        "100000 timed after 10000 warm-up"
+    );
+    assert_eq!(rows[0]["matched"], 110_000);
+    let median = rows[0]["round_trip_us"]["median"].as_f64().expect("median");
+    assert!(
+        median > 0.0 && median < 1000.0,
+        "a round trip of microseconds: {median}"
     );
 }

@@ -3,6 +3,8 @@
 //! order; the data arrives intact; the FIFO and its private directory are gone afterwards,
 //! even after Ctrl-C or SIGTERM.
 
+mod examples;
+mod stops;
 mod util;
 
 use std::path::Path;
@@ -74,9 +76,11 @@ fn the_fifo_is_private_and_removed_once_both_ends_are_open() {
     let dir = mkfifo["dir"].as_str().expect("dir");
     assert!(dir.contains("proclab."), "{dir}");
     assert_eq!(find(&events, "unlinked")["dir_gone"], true);
-    let position = |name: &str| events.iter().position(|e| e["event"] == name).expect(name);
-    assert!(
-        position("unlinked") < position("closed"),
+    // The writer saw the name gone before it closed its end (the lines themselves may
+    // print in either order: two processes).
+    assert_eq!(
+        find(&events, "closed")["name_gone_before_close"],
+        true,
         "removed while the writer still had it open"
     );
     assert_eq!(summary(&events)["removed_while_open"], true);
@@ -203,4 +207,151 @@ fn a_missing_side_program_is_one_clear_error_and_makes_nothing() {
 #[test]
 fn a_closed_stdout_causes_no_panic() {
     assert_quiet_into_closed_pipe(cargo_bin!("fifo"), &[&[], &["--json", "--writer-first"]]);
+}
+
+/// Issue 16 item 1: the first side dies before the second starts (here by `kill -9`).
+/// The demo notices at once, starts no second side (whose open() would wait for ever),
+/// says so in one line, exits 1 and leaves nothing.
+fn first_side_killed_before_the_second_starts(first: &str, args: &[&str]) {
+    let started = std::time::Instant::now();
+    let mut run_args = vec!["--records", "1000000", "--delay", "3"];
+    run_args.extend_from_slice(args);
+    let mut demo = Running::start(cargo_bin!("fifo"), &run_args);
+    let path = demo.wait_for("mkfifo")["path"]
+        .as_str()
+        .expect("path")
+        .to_owned();
+    let side = pid_of(&demo.wait_for_where("start", |e| e["of"] == first)["child"]);
+    demo.wait_for_where("open", |e| e["role"] == first);
+    send_signal(side, libc::SIGKILL);
+    let (status, events) = demo.finish();
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the demo noticed the death before the end of --delay: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let starts = events.iter().filter(|e| e["event"] == "start").count();
+    assert_eq!(starts, 1, "no second side was started: {events:#?}");
+    assert_eq!(find(&events, "ended_early")["of"], first);
+    let dir = Path::new(&path).parent().expect("dir").to_owned();
+    assert!(!dir.exists(), "{dir:?} left behind");
+}
+
+#[test]
+fn a_reader_killed_before_the_writer_starts_ends_the_demo_at_once() {
+    first_side_killed_before_the_second_starts("reader", &[]);
+}
+
+#[test]
+fn a_writer_killed_before_the_reader_starts_ends_the_demo_at_once() {
+    first_side_killed_before_the_second_starts("writer", &["--writer-first"]);
+}
+
+/// Issue 16 item 1, the other window: the first side dies just as the second is started,
+/// before the second's open() has met it. The second must not wait in open() for ever: the
+/// demo ends it (quietly) and ends itself, leaving nothing.
+#[test]
+fn a_side_killed_as_the_other_starts_never_leaves_the_other_waiting() {
+    for _ in 0..3 {
+        let mut demo = Running::start(
+            cargo_bin!("fifo"),
+            &["--records", "1000000", "--delay", "0.2"],
+        );
+        let path = demo.wait_for("mkfifo")["path"]
+            .as_str()
+            .expect("path")
+            .to_owned();
+        let reader = pid_of(&demo.wait_for_where("start", |e| e["of"] == "reader")["child"]);
+        demo.wait_for_where("start", |e| e["of"] == "writer");
+        send_signal(reader, libc::SIGKILL);
+        let started = std::time::Instant::now();
+        let (_, events) = demo.finish();
+        assert!(started.elapsed() < Duration::from_secs(5), "{events:#?}");
+        let dir = Path::new(&path).parent().expect("dir").to_owned();
+        assert!(!dir.exists(), "{dir:?} left behind");
+    }
+}
+
+/// Issue 16 item 2: `kill -9` of the demo while a side waits in open() leaves nothing:
+/// its guard removes the private directory with the FIFO in it, and the side dies with it.
+#[test]
+fn kill_9_of_the_demo_while_a_side_waits_in_open_leaves_no_directory() {
+    for args in [&["--delay", "30"][..], &["--delay", "30", "--writer-first"]] {
+        let mut demo = Running::start(cargo_bin!("fifo"), args);
+        let path = demo.wait_for("mkfifo")["path"]
+            .as_str()
+            .expect("path")
+            .to_owned();
+        let side = pid_of(&demo.wait_for("start")["child"]);
+        demo.wait_for("open");
+        demo.kill();
+        let dir = Path::new(&path).parent().expect("dir").to_owned();
+        assert!(
+            eventually(Duration::from_secs(3), || !dir.exists()),
+            "{args:?}: {dir:?} left behind after kill -9"
+        );
+        assert!(
+            eventually(Duration::from_secs(3), || !running(side)),
+            "{side} left running"
+        );
+    }
+}
+
+/// Issue 16 item 7: the rendezvous is seen without busy-polling and without comparing
+/// paths — a TMPDIR reached through a symbolic link (so /proc/<pid>/fd names another path)
+/// used to be polled for 10 s and the FIFO removed only after both had closed it.
+#[test]
+fn a_tmpdir_behind_a_symlink_still_meets_at_once_and_removes_while_open() {
+    let scratch = Scratch::new("fifo-symlinked-tmp");
+    let real = scratch.0.join("real");
+    std::fs::create_dir(&real).expect("a real TMPDIR");
+    let link = scratch.0.join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("a symlink to it");
+    let mut command = demo();
+    command.env("TMPDIR", &link).timeout(Duration::from_secs(8));
+    let started = std::time::Instant::now();
+    let events = run_json(command, &[]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(summary(&events)["removed_while_open"], true);
+    assert_eq!(summary(&events)["exactly_once"], true);
+    assert!(
+        std::fs::read_dir(&real).expect("read").next().is_none(),
+        "nothing left"
+    );
+}
+
+/// Issue 16 item 8: the error names the real range.
+#[test]
+fn a_delay_out_of_range_names_the_range() {
+    for value in ["61", "4000", "1e9"] {
+        run(demo(), &["--delay", value])
+            .code(2)
+            .stderr(contains("between 0 and 60 seconds"));
+    }
+}
+
+/// Issue 16 item 8: SIGTERM to the demo in the middle of the transfer is quiet — no side
+/// complains of a broken pipe.
+#[test]
+fn sigterm_during_the_transfer_is_quiet() {
+    stops::assert_quiet_sigterm(
+        cargo_bin!("fifo"),
+        &["--records", "1000000", "--delay", "0"],
+        "unlinked",
+        &[0, 20, 100],
+    );
+}
+
+/// Issue 16 item 9: every example of --help runs and shows what it promises.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--writer-first"]];
+    examples::assert_help_examples(cargo_bin!("fifo"), examples);
+    check_run(&run_json(demo(), examples[0]), "reader");
+    check_run(&run_json(demo(), examples[1]), "writer");
 }

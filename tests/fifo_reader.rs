@@ -2,6 +2,7 @@
 //! fifo_writer started by hand, or the test itself — counts the records until EOF, exits 3
 //! when what came was not the records, and refuses anything that is not a FIFO.
 
+mod examples;
 mod util;
 
 use std::fs::File;
@@ -148,4 +149,23 @@ fn help_and_bad_arguments() {
     ] {
         assert_usage_error(reader(), args);
     }
+}
+
+/// Issue 16 item 9: the example of --help (a FIFO made with mkfifo, then a fifo_writer in
+/// another terminal) runs and shows what it promises: the reader waits in open(), then
+/// counts every record once.
+#[test]
+fn every_help_example_shows_its_effect() {
+    examples::assert_help_examples(cargo_bin!("fifo_reader"), &[&["/tmp/f"]]);
+    let (_scratch, fifo) = scratch_fifo("help-example");
+    let read = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || run_json(reader(), &[&fifo])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    run_json(cargo_bin_cmd!("fifo_writer"), &[&fifo]);
+    let read = read.join().expect("reader");
+    assert!(find(&read, "opened")["waited_s"].as_f64().expect("s") >= 0.2);
+    assert_eq!(summary(&read)["received"], 1000);
+    assert_eq!(summary(&read)["missing"], 0);
 }

@@ -2,6 +2,7 @@
 //! test itself here — writes its records whole, closes (the reader's EOF), and refuses
 //! anything that is not a FIFO, leaving a regular file untouched.
 
+mod examples;
 mod util;
 
 use std::time::Duration;
@@ -77,4 +78,34 @@ fn help_and_bad_arguments() {
     ] {
         assert_usage_error(writer(), args);
     }
+}
+
+/// Issue 16 item 9: the example of --help (a FIFO made with mkfifo, then a fifo_reader in
+/// another terminal) runs and shows what it promises: the writer waits in open(), then
+/// its 5 records arrive, each once.
+#[test]
+fn every_help_example_shows_its_effect() {
+    let example = ["/tmp/f", "--records", "5"];
+    examples::assert_help_examples(cargo_bin!("fifo_writer"), &[&example]);
+    let scratch = Scratch::new("writer-help-example");
+    let fifo = scratch.0.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let shown = fifo.display().to_string();
+    let written = std::thread::spawn({
+        let shown = shown.clone();
+        move || run_json(writer(), &[&shown, "--records", "5"])
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let read = run_json(cargo_bin_cmd!("fifo_reader"), &[&shown]);
+    let written = written.join().expect("writer");
+    assert!(find(&written, "opened")["waited_s"].as_f64().expect("s") >= 0.2);
+    assert_eq!(summary(&written)["records"], 5);
+    assert_eq!(summary(&read)["received"], 5);
+    assert_eq!(summary(&read)["duplicates"], 0);
 }

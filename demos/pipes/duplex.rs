@@ -123,17 +123,14 @@ fn round_trips(transport: Transport, warm_up: u64, rounds: u64) -> anyhow::Resul
     drop(mine); // EOF for the server
     let server_ended = child::describe(&child::wait_or_kill(server)?);
     let (median, p99) = (measure::median(&micros), measure::quantile(&micros, 0.99));
-    event("round_trip")
-        .field("transport", name)
-        .field("matched", matched)
-        .field("round_trip_us", json!({ "median": median, "p99": p99 }))
-        .say(format!(
-            "{name}: {matched}/{total} responses matched; round trip median {median:.1} µs, p99 {p99:.1} µs; server {server_ended}"
-        ));
-    Ok(json!({
+    let row = json!({
         "transport": name, "requests": total, "matched": matched, "mismatched": total - matched,
         "round_trip_us": { "median": median, "p99": p99 },
-    }))
+    });
+    event("round_trip").fields(&row).say(format!(
+        "{name}: {matched}/{total} responses matched; round trip median {median:.1} µs, p99 {p99:.1} µs; server {server_ended}"
+    ));
+    Ok(row)
 }
 
 /// The server: answers each request with a response of the same number, until EOF.

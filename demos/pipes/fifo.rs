@@ -11,19 +11,18 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
 use nix::fcntl::{OFlag, open};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
-use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, fork, getpid, mkfifo};
-use proclab::inspect::running;
+use proclab::fifo::{OpenWatch, Watched};
 use proclab::names::PrivateDir;
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, fifo, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -32,22 +31,24 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    if args.delay > Duration::from_secs(60) {
-        cli::usage_error("--delay is at most 60 seconds");
-    }
     for side in ["fifo_reader", "fifo_writer"] {
         cli::sibling_program(side)?; // both exist before anything is made
     }
     // ANCHOR: mkfifo
-    let mut dir = PrivateDir::new().context("mkdtemp")?; // mode 0700: nobody else gets in
+    // SAFETY: single-threaded here; the guard waits on a pipe, removes the directory
+    // (allocating) and calls _exit.
+    let mut dir = unsafe { PrivateDir::guarded() }?; // mode 0700: nobody else gets in
     let path = dir.path().join("fifo");
     let shown = path.display();
     mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR).with_context(|| format!("mkfifo {shown}"))?;
+    let guard = dir.guard().map(Pid::as_raw);
     event("mkfifo")
         .field("path", &path)
         .field("dir", dir.path())
+        .field("guard", guard)
         .say(format!(
-            "mkfifo({shown}, 0600) in a private directory (0700)"
+            "mkfifo({shown}, 0600) in a private directory (0700); if I am killed, guard {} removes it",
+            guard.unwrap_or_default()
         ));
     // ANCHOR_END: mkfifo
 
@@ -65,55 +66,55 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR_END: enxio
 
     // ANCHOR: start
+    let mut opens = OpenWatch::new(&path).context("inotify")?; // sees each open() complete
     let roles = match args.writer_first {
         false => ["reader", "writer"],
         true => ["writer", "reader"],
     };
     let mut started = vec![(roles[0], start(roles[0], &path, args.records)?)];
-    if signals::sleep(args.delay) {
-        // Its open() ends the first one's wait.
+    // The second comes after --delay, unless the first is gone: its open() would never return.
+    let mut seen = opens.wait(&[started[0].1], Some(args.delay))?;
+    if seen == Watched::TimedOut {
         started.push((roles[1], start(roles[1], &path, args.records)?));
+        seen = opens.wait(&[started[0].1, started[1].1], None)?; // both open, or one gone
     }
     // ANCHOR_END: start
 
     // ANCHOR: unlink
-    let both_open = started.len() == 2 && wait_until_open(&started, &path);
-    if both_open {
+    if seen == Watched::Opened {
         dir.remove().context("remove the FIFO and its directory")?; // the pipe lives on
         event("unlinked").field("dir_gone", !path.exists()).say(
             "both ends are open: removed the FIFO and its directory; the open descriptors keep the pipe alive",
         );
     }
     // ANCHOR_END: unlink
-
-    let mut reader_ok = false;
-    for &(role, pid) in &started {
-        let status = child::wait_or_kill(pid)?;
-        let ended = child::describe(&status);
-        event("wait")
-            .field("of", role)
-            .field("child", pid.as_raw())
-            .fields(child::ending(&status))
-            .say(format!("waitpid({pid}) -> the {role} {ended}"));
-        // fifo_reader exits 0 only if every record arrived exactly once.
-        reader_ok |= role == "reader" && matches!(status, WaitStatus::Exited(_, 0));
+    let early = started
+        .iter()
+        .find(|&&(_, pid)| seen == Watched::Ended(pid))
+        .copied();
+    if let Some((role, _)) = early {
+        event("ended_early").field("of", role).say(format!(
+            "the {role} ended before the rendezvous: ending the other side, whose open() would wait for ever"
+        ));
     }
+    let end_them = early.is_some() || signals::stop_requested().is_some();
+    let reader_ok = fifo::reap_sides(&mut started, end_them)?; // the reader's exit 0: exactly once
     dir.remove().context("remove the FIFO and its directory")?;
+    if let Some((role, _)) = early {
+        bail!("the {role} ended before the other side opened the FIFO: no rendezvous");
+    }
     event("summary")
         .field("path", &path)
         .field("first", roles[0])
         .field("sent", args.records)
         .field("exactly_once", reader_ok)
-        .field("removed_while_open", both_open)
+        .field("removed_while_open", seen == Watched::Opened)
         .field("dir_gone", !dir.path().exists())
         .field("interrupted", signals::stop_requested().map(Signal::as_str))
-        .say(match signals::stop_requested() {
-            Some(stop) => format!("summary: interrupted by {stop}; both sides ended, the FIFO removed"),
-            None => format!(
-                "summary: {} records from writer to reader through {shown}; the reader counted each exactly once: {reader_ok}",
-                args.records
-            ),
-        });
+        .say(format!(
+            "summary: {} records from writer to reader through {shown}; the reader counted each exactly once: {reader_ok}",
+            args.records
+        ));
     Ok(())
 }
 
@@ -148,36 +149,15 @@ fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
 }
 // ANCHOR_END: exec
 
-/// Waits until every started process has the FIFO open (or one has already ended), by
-/// reading the links in its /proc/<pid>/fd.
-fn wait_until_open(started: &[(&str, Pid)], path: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let has_it_open = |pid: Pid| {
-        let fd_dir = format!("/proc/{pid}/fd");
-        let mut fds = std::fs::read_dir(fd_dir).into_iter().flatten().flatten();
-        fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to == path))
-    };
-    while Instant::now() < deadline && signals::stop_requested().is_none() {
-        if started.iter().all(|&(_, pid)| has_it_open(pid)) {
-            return true;
-        }
-        if started.iter().any(|&(_, pid)| !running(pid.as_raw())) {
-            return false; // one side ended early (an error): no rendezvous
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
-
 /// Move records through a named pipe between two unrelated programs.
 ///
-/// The demo makes a FIFO in a private directory, shows that a non-blocking open for
-/// writing fails with ENXIO while nobody reads, then starts fifo_reader and fifo_writer,
-/// two programs that share nothing but the path. Each side's open() blocks until the
-/// other side arrives. Once both ends are open, the FIFO and its directory are removed.
+/// The demo makes a FIFO in a private directory, sees a non-blocking open for writing fail
+/// with ENXIO, then starts fifo_reader and fifo_writer, which share nothing but the path:
+/// each one's open() waits for the other. Then the FIFO and its directory are removed.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  fifo\n  fifo --writer-first\n  \
-                        mkfifo /tmp/f; fifo_reader /tmp/f    (and in another terminal: fifo_writer /tmp/f)")]
+#[command(
+    after_help = "Examples:\n  fifo\n  fifo --writer-first    # now the writer's open() waits"
+)]
 struct Args {
     /// Records the writer sends (1-1000000).
     #[arg(long, value_name = "K", default_value_t = 1000,
@@ -189,7 +169,7 @@ struct Args {
     writer_first: bool,
 
     /// How long the first side waits alone before the second is started (0-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "0.3", value_parser = cli::seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "0.3", value_parser = cli::seconds_up_to(60.0))]
     delay: Duration,
 
     /// Print the timeline as JSON Lines.

@@ -11,19 +11,18 @@
 //! Exit codes: as every demo; 3 if the records did not arrive exactly once.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::read;
 use proclab::narrate::event;
 use proclab::record::{Decoder, Found, Ledger};
-use proclab::{cli, narrate};
+use proclab::{cli, fifo, narrate};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -47,7 +46,7 @@ fn main() -> ExitCode {
 /// exactly once.
 fn read_to_eof(args: &Args) -> anyhow::Result<bool> {
     let shown = args.path.display();
-    refuse_anything_but_a_fifo(&args.path)?;
+    fifo::refuse_anything_but_a_fifo(&args.path)?; // a file, a link: no
     event("open").say(format!(
         "open({shown}, O_RDONLY): waits until the other end is opened too"
     ));
@@ -94,27 +93,14 @@ fn read_to_eof(args: &Args) -> anyhow::Result<bool> {
     Ok(tally.exactly_once() && tally.torn == 0 && decoder.leftover() == 0)
 }
 
-/// Fails unless `path` is a FIFO: a regular file would be read, and a symbolic link could
-/// point anywhere.
-fn refuse_anything_but_a_fifo(path: &Path) -> anyhow::Result<()> {
-    let kind = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() => return Ok(()),
-        Ok(meta) if meta.file_type().is_symlink() => "a symbolic link; refusing to follow it",
-        Ok(meta) if meta.is_dir() => "a directory, not a FIFO",
-        Ok(_) => "not a FIFO (make one with mkfifo)",
-        Err(_) => "missing (make one with mkfifo)",
-    };
-    bail!("{} is {kind}", path.display())
-}
-
 /// Open PATH (an existing FIFO) for reading and count records until EOF.
 ///
 /// The open() waits until a writer opens the FIFO too: fifo_writer, or any program
 /// (`echo hello > PATH`). The reader counts the records it receives — missing, duplicated
 /// or torn — and exits 3 unless each arrived exactly once.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  mkfifo /tmp/f; fifo_reader /tmp/f    \
-                        (and in another terminal: fifo_writer /tmp/f)")]
+#[command(after_help = "Examples:\n  fifo_reader /tmp/f    \
+                        # after mkfifo /tmp/f; then, in another terminal: fifo_writer /tmp/f")]
 struct Args {
     /// The FIFO.
     path: PathBuf,

@@ -9,19 +9,18 @@
 //! Book:    book/src/pipes/fifo.md
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::write;
 use proclab::narrate::event;
 use proclab::record::{Tag, encode};
-use proclab::{cli, narrate, signals};
+use proclab::{cli, fifo, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
 // ANCHOR: writer
 fn write_records(args: &Args) -> anyhow::Result<()> {
     let shown = args.path.display();
-    refuse_anything_but_a_fifo(&args.path)?;
+    fifo::refuse_anything_but_a_fifo(&args.path)?; // a file, a link: no
     event("open").say(format!(
         "open({shown}, O_WRONLY): waits until the other end is opened too"
     ));
@@ -61,16 +60,15 @@ fn write_records(args: &Args) -> anyhow::Result<()> {
         let written = write(&fifo, &record).context("write")?;
         anyhow::ensure!(written == RECORD, "short write"); // RECORD <= PIPE_BUF: all or nothing
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while args.linger && args.path.exists() && Instant::now() < deadline {
-        signals::sleep(Duration::from_millis(1)); // the fifo demo removes the name, then we close
-        signals::bail_if_stopped()?;
-    }
+    // The fifo demo removes the name while both ends are open; --linger waits for that.
+    let lingered = args.linger && fifo::wait_until_unlinked(&args.path, Duration::from_secs(10))?;
+    signals::bail_if_stopped()?;
     drop(fifo); // closed: with no other writer left, the reader now sees EOF
     // ANCHOR_END: writer
     let alone = args.t0.is_none(); // started by hand: this is the whole run
     event(if alone { "summary" } else { "closed" })
         .field("records", args.records)
+        .field("name_gone_before_close", lingered)
         .say(format!(
             "wrote {} records, closed: the reader will see EOF",
             args.records
@@ -81,29 +79,14 @@ fn write_records(args: &Args) -> anyhow::Result<()> {
 /// The size of a record: at most PIPE_BUF (4096), so that each write is all or nothing.
 const RECORD: usize = 64;
 
-/// Fails unless `path` is a FIFO: a regular file would be overwritten, and a symbolic link
-/// could point anywhere.
-fn refuse_anything_but_a_fifo(path: &Path) -> anyhow::Result<()> {
-    let kind = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() => return Ok(()),
-        Ok(meta) if meta.file_type().is_symlink() => "a symbolic link; refusing to follow it",
-        Ok(meta) if meta.is_dir() => "a directory, not a FIFO",
-        Ok(_) => "not a FIFO (make one with mkfifo)",
-        Err(_) => "missing (make one with mkfifo)",
-    };
-    bail!("{} is {kind}", path.display())
-}
-
 /// Open PATH (an existing FIFO) for writing and send records.
 ///
 /// The open() waits until a reader opens the FIFO too: fifo_reader, or any program
 /// (`cat PATH`). The records are 64 bytes each, numbered and checksummed, so that
 /// fifo_reader can prove each arrived exactly once.
 #[derive(Parser)]
-#[command(
-    after_help = "Examples:\n  mkfifo /tmp/f; fifo_writer /tmp/f --records 5    \
-                        (and in another terminal: fifo_reader /tmp/f)"
-)]
+#[command(after_help = "Examples:\n  fifo_writer /tmp/f --records 5    \
+                        # after mkfifo /tmp/f; then, in another terminal: fifo_reader /tmp/f")]
 struct Args {
     /// The FIFO.
     path: PathBuf,

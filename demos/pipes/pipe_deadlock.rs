@@ -119,6 +119,9 @@ fn watch(sides: &[(&str, Pid)], limit: Duration) -> anyhow::Result<Option<String
             .iter()
             .map(|(_, pid)| inspect(pid.as_raw()).map_or('?', |view| view.state))
             .collect();
+        if states.contains(&'Z') {
+            return Ok(None); // a side died (killed): no deadlock left to watch
+        }
         let all_asleep = states.iter().all(|&state| state == 'S')
             && places.iter().all(|place| place.contains("pipe_write"));
         match (all_asleep, since) {
@@ -145,15 +148,6 @@ fn watch(sides: &[(&str, Pid)], limit: Duration) -> anyhow::Result<Option<String
 }
 // ANCHOR_END: watch
 
-/// `--watchdog`: seconds, at most a minute.
-fn at_most_a_minute(text: &str) -> Result<Duration, String> {
-    let watchdog = cli::seconds(text)?;
-    if watchdog > Duration::from_secs(60) {
-        return Err("--watchdog is at most 60 seconds".to_owned());
-    }
-    Ok(watchdog)
-}
-
 /// Two processes, two pipes, and both write first: a deadlock.
 ///
 /// Each side writes a message larger than a pipe holds to the other, then would read. A
@@ -161,8 +155,8 @@ fn at_most_a_minute(text: &str) -> Result<Duration, String> {
 /// kernel's pipe write for --watchdog seconds, it kills and reaps them.
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  pipe_deadlock\n  pipe_deadlock --watchdog 30    \
-                        (then look: cat /proc/$(pgrep -n pipe_deadlock)/wchan)"
+    after_help = "Examples:\n  pipe_deadlock\n  pipe_deadlock --watchdog 30    # \
+                        then look: cat /proc/$(pgrep -n pipe_deadlock)/wchan"
 )]
 struct Args {
     /// The size of each side's message (65537-16777216 bytes).
@@ -171,7 +165,7 @@ struct Args {
     message: u64,
 
     /// How long both must sleep in write() to call it a deadlock (0-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = at_most_a_minute)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = cli::seconds_up_to(60.0))]
     watchdog: Duration,
 
     /// Print the timeline as JSON Lines.
