@@ -14,7 +14,9 @@
 //! `cargo bench --bench reference -- sched` (or `-- prefork`) runs one part only.
 //! It prints each ratio (demo / reference, target 0.95-1.05) and writes everything under
 //! `target/bench/` (`sched/bench.json` and the figures beside it); with `--update-book`
-//! it writes them into `book/src/` instead, where the chapters include them. It exits 1,
+//! it writes them into `book/src/` instead, where the chapters include them; `--redraw`
+//! only draws the sched figures again from the `bench.json` already there (with
+//! `--update-book`: the book's). It exits 1,
 //! with one line per comparison, if a ratio is outside the target. Needs `perf` (Debian:
 //! `apt-get install linux-perf`); without it the perf comparisons are skipped and said so.
 
@@ -35,7 +37,7 @@ const ALTERNATIONS: usize = 7;
 /// A demo's figure agrees with the reference's if their ratio is within this.
 const TARGET: std::ops::RangeInclusive<f64> = 0.95..=1.05;
 /// How long each of the bench's `nice` runs spins.
-const NICE_SECONDS: &str = "5";
+const NICE_SECONDS: &str = "3"; // the default: the chapter's commands
 
 fn main() -> ExitCode {
     // `cargo bench --bench reference -- prefork` runs one part (cargo adds `--bench`).
@@ -52,6 +54,14 @@ fn main() -> ExitCode {
         for part in ["sched", "patterns"] {
             std::fs::create_dir_all(out.join(part))
                 .with_context(|| format!("create {}", out.join(part).display()))?;
+        }
+        if args.iter().any(|arg| arg == "--redraw") {
+            let path = out.join("sched/bench.json");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
+            sched_figures(&out.join("sched"), &serde_json::from_str(&text)?)?;
+            println!("redrew the figures beside {}", path.display());
+            return Ok(Vec::new());
         }
         match only.map(String::as_str) {
             None => {
@@ -113,41 +123,6 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
         )?);
     }
     let all = run_demo(env!("CARGO_BIN_EXE_ctx_switch"), &["--rounds", "20000"])?;
-    let mut ctx_bars = Vec::new();
-    for mode in all["modes"].as_array().context("modes")? {
-        let name = mode["mode"].as_str().unwrap_or("?").to_owned();
-        // Where the bench compared a mode with perf, the figure shows that comparison's
-        // runs (median and min-max) and perf's median, all from the same alternations.
-        let compared = comparisons.iter().find(|row: &&Value| {
-            row["what"]
-                .as_str()
-                .is_some_and(|what| what.starts_with(&name))
-        });
-        let number = |value: &Value| value.as_f64().unwrap_or(f64::NAN);
-        ctx_bars.push(match compared {
-            Some(row) => {
-                let samples: Vec<f64> = row["demo_samples"]
-                    .as_array()
-                    .map(|samples| samples.iter().map(number).collect())
-                    .unwrap_or_default();
-                Bar {
-                    label: name,
-                    value: number(&row["demo"]),
-                    spread: Some((
-                        measure::quantile(&samples, 0.0),
-                        measure::quantile(&samples, 1.0),
-                    )),
-                    reference: row["reference"].as_f64(),
-                }
-            }
-            None => Bar {
-                label: name,
-                value: number(&mode["round_trip_us"]),
-                spread: Some((number(&mode["min_us"]), number(&mode["max_us"]))),
-                reference: None,
-            },
-        });
-    }
     results.insert("ctx_switch".into(), all);
 
     println!("== pipe --bandwidth vs dd | dd (MB/s)");
@@ -199,15 +174,85 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
     )?;
     print_nice(&one, "one session");
     print_nice(&separate, "separate sessions");
-    nice_figure(&figures.join("nice.svg"), &one, &separate)?;
     results.insert("nice_one_session".into(), one);
     results.insert("nice_separate_sessions".into(), separate);
 
     println!("== proc_vs_thread: creation cost");
     // The chapter's command, `proc_vs_thread` with its default --count: the caption says it.
     let creation = run_demo(env!("CARGO_BIN_EXE_proc_vs_thread"), &[])?;
-    let count = creation["count"].as_u64().context("count")?;
-    let methods: Vec<Bar> = creation["creation"]
+    results.insert("proc_vs_thread".into(), creation);
+
+    results.insert("comparisons".into(), Value::Array(comparisons.clone()));
+    results.insert(
+        "machine".into(),
+        json!({ "cpus": cpus, "kernel": kernel_release() }),
+    );
+    let results = Value::Object(results);
+    sched_figures(figures, &results)?;
+    let json_path = figures.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
+        .with_context(|| format!("write {}", json_path.display()))?;
+    println!(
+        "\nwrote {} and the figures nice.svg, ctx_switch.svg, creation.svg beside it",
+        json_path.display()
+    );
+    Ok(comparisons)
+}
+
+/// Draws this part's figures from the bench's results (`bench.json`'s contents): after a
+/// run, or alone with `--redraw` from the results a run wrote before.
+fn sched_figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
+    let comparisons = results["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut ctx_bars = Vec::new();
+    for mode in results["ctx_switch"]["modes"].as_array().context("modes")? {
+        let name = mode["mode"].as_str().unwrap_or("?").to_owned();
+        // Where the bench compared a mode with perf, the figure shows that comparison's
+        // runs (median and min-max) and perf's median, all from the same alternations.
+        let compared = comparisons.iter().find(|row: &&Value| {
+            row["what"]
+                .as_str()
+                .is_some_and(|what| what.starts_with(&name))
+        });
+        let number = |value: &Value| value.as_f64().unwrap_or(f64::NAN);
+        ctx_bars.push(match compared {
+            Some(row) => {
+                let samples: Vec<f64> = row["demo_samples"]
+                    .as_array()
+                    .map(|samples| samples.iter().map(number).collect())
+                    .unwrap_or_default();
+                Bar {
+                    label: name,
+                    value: number(&row["demo"]),
+                    spread: Some((
+                        measure::quantile(&samples, 0.0),
+                        measure::quantile(&samples, 1.0),
+                    )),
+                    reference: row["reference"].as_f64(),
+                }
+            }
+            None => Bar {
+                label: name,
+                value: number(&mode["round_trip_us"]),
+                spread: Some((number(&mode["min_us"]), number(&mode["max_us"]))),
+                reference: None,
+            },
+        });
+    }
+    let figure = Figure {
+        title: "Pipe ping-pong: ctx_switch against perf bench sched pipe",
+        y_axis: "µs per round trip (log scale)",
+        bars: "ctx_switch, median",
+        reference: Some("perf bench sched pipe, median"),
+        second: None,
+    };
+    sched_figure(&figures.join("ctx_switch.svg"), &figure, &ctx_bars)?;
+    let count = results["proc_vs_thread"]["count"]
+        .as_u64()
+        .context("count")?;
+    let methods: Vec<Bar> = results["proc_vs_thread"]["creation"]
         .as_array()
         .context("creation")?
         .iter()
@@ -233,30 +278,11 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
         second: None,
     };
     sched_figure(&figures.join("creation.svg"), &figure, &methods)?;
-    results.insert("proc_vs_thread".into(), creation);
-
-    let figure = Figure {
-        title: "Pipe ping-pong: ctx_switch against perf bench sched pipe",
-        y_axis: "µs per round trip (log scale)",
-        bars: "ctx_switch, median",
-        reference: Some("perf bench sched pipe, median"),
-        second: None,
-    };
-    sched_figure(&figures.join("ctx_switch.svg"), &figure, &ctx_bars)?;
-
-    results.insert("comparisons".into(), Value::Array(comparisons.clone()));
-    results.insert(
-        "machine".into(),
-        json!({ "cpus": cpus, "kernel": kernel_release() }),
-    );
-    let json_path = figures.join("bench.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
-        .with_context(|| format!("write {}", json_path.display()))?;
-    println!(
-        "\nwrote {} and the figures nice.svg, ctx_switch.svg, creation.svg beside it",
-        json_path.display()
-    );
-    Ok(comparisons)
+    nice_figure(
+        &figures.join("nice.svg"),
+        &results["nice_one_session"],
+        &results["nice_separate_sessions"],
+    )
 }
 
 /// Workloads for the prefork figures: (name, what it means, the self-test's load).
@@ -557,9 +583,9 @@ fn nice_figure(path: &Path, one: &Value, separate: &Value) -> anyhow::Result<()>
     let separate_points: Vec<f64> = (0..rows.len())
         .map(|index| share(separate, index, "measured_share"))
         .collect();
-    let title = format!("nice --seconds {NICE_SECONDS}: CPU shares on one CPU");
+    let title = "nice, and nice --sessions separate: one CPU shared";
     let figure = Figure {
-        title: &title,
+        title,
         y_axis: "share of the CPU (%)",
         bars: "predicted by the weights",
         reference: Some("measured, one session"),
@@ -727,10 +753,10 @@ fn sched_figure(path: &Path, figure: &Figure, bars: &[Bar]) -> anyhow::Result<()
         (low.min(*v), high.max(*v))
     });
     if high / low > 10.0 {
-        let range = (low / 2.0..high * 3.0).log_scale();
+        let range = (low / 2.0..high * 8.0).log_scale(); // room for the legend above
         sched_chart(path, figure, bars, range, low / 2.0)
     } else {
-        sched_chart(path, figure, bars, 0.0..high * 1.25, 0.0)
+        sched_chart(path, figure, bars, 0.0..high * 1.6, 0.0)
     }
 }
 
@@ -761,6 +787,7 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
         .x_label_formatter(&|value| label(value).unwrap_or_default())
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 16))
@@ -800,18 +827,20 @@ where
             .label("min-max of the runs")
             .legend(|(x, y)| PathElement::new(vec![(x, y - 7), (x, y + 7)], BLACK.stroke_width(2)));
     }
+    // Each bar's value, inside it just under its top, beside the whisker.
     chart
         .draw_series(bars.iter().enumerate().map(|(index, bar)| {
             let style = ("sans-serif", 15)
                 .into_font()
                 .into_text_style(&root)
-                .pos(Pos::new(HPos::Left, VPos::Center));
-            let text = if bar.value < 10.0 {
-                format!("{:.2}", bar.value)
-            } else {
-                format!("{:.0}", bar.value)
+                .pos(Pos::new(HPos::Left, VPos::Top));
+            let text = match bar.value {
+                value if value < 10.0 => format!("{value:.2}"),
+                value if value < 100.0 => format!("{value:.1}"),
+                value => format!("{value:.0}"),
             };
-            Text::new(text, (SegmentValue::Exact(index + 1), bar.value), style)
+            EmptyElement::at((SegmentValue::CenterOf(index), bar.value))
+                + Text::new(text, (8, 4), style)
         }))
         .map_err(plot_error)?;
     if let Some(name) = figure.reference {

@@ -5,6 +5,7 @@
 //! The tests that run pinned ping-pongs hold a lock, so that they never compete with
 //! each other for the CPU they measure on.
 
+mod examples;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -155,4 +156,25 @@ fn a_closed_stdout_causes_no_panic() {
     let mut json = vec!["--json"];
     json.extend_from_slice(&QUICK);
     assert_quiet_into_closed_pipe(cargo_bin!("ctx_switch"), &[&QUICK, &json]);
+}
+
+#[test]
+fn each_help_example_shows_what_it_promises() {
+    // Each example is run as --help gives it, with the quick --rounds added.
+    let examples: &[&[&str]] = &[&[], &["--mode", "same-cpu", "--policy", "batch"]];
+    examples::assert_help_examples(cargo_bin!("ctx_switch"), examples);
+    // `ctx_switch`: the table of all three modes (cross-cpu where there are two CPUs).
+    let all = modes(examples[0]);
+    assert_eq!(all.len(), if usable_cpus() >= 2 { 3 } else { 2 }, "{all:?}");
+    // `--policy batch`: (almost) every switch voluntary, as the other test explains.
+    for mode in modes(examples[1]) {
+        let voluntary = per_side(&mode, "voluntary_switches");
+        let involuntary = per_side(&mode, "involuntary_switches");
+        for side in 0..2 {
+            assert!(
+                voluntary[side] * 10 >= (voluntary[side] + involuntary[side]) * 8,
+                "{mode}"
+            );
+        }
+    }
 }
