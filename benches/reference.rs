@@ -185,7 +185,7 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
     results.insert("comparisons".into(), Value::Array(comparisons.clone()));
     results.insert(
         "machine".into(),
-        json!({ "cpus": cpus, "kernel": kernel_release() }),
+        json!({ "cpus": cpus, "kernel": kernel_release(), "load": load_average() }),
     );
     let results = Value::Object(results);
     sched_figures(figures, &results)?;
@@ -193,7 +193,7 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("write {}", json_path.display()))?;
     println!(
-        "\nwrote {} and the figures nice.svg, ctx_switch.svg, creation.svg beside it",
+        "\nwrote {} and comparisons.md, nice.svg, ctx_switch.svg, creation.svg beside it",
         json_path.display()
     );
     Ok(comparisons)
@@ -206,6 +206,7 @@ fn sched_figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    comparisons_table(figures, &comparisons, &results["machine"])?;
     let mut ctx_bars = Vec::new();
     for mode in results["ctx_switch"]["modes"].as_array().context("modes")? {
         let name = mode["mode"].as_str().unwrap_or("?").to_owned();
@@ -283,6 +284,28 @@ fn sched_figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
         &results["nice_one_session"],
         &results["nice_separate_sessions"],
     )
+}
+
+/// Writes `comparisons.md`, the table the bench chapter includes: its numbers are never
+/// typed by hand.
+fn comparisons_table(figures: &Path, comparisons: &[Value], machine: &Value) -> anyhow::Result<()> {
+    let mut table = String::from(
+        "| comparison | demo | reference | paired ratio | within 0.95-1.05 |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for row in comparisons {
+        let number = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+        let what = row["what"].as_str().unwrap_or("?");
+        let agrees = if row["agrees"] == true { "yes" } else { "no" };
+        let (demo, reference, ratio) = (number("demo"), number("reference"), number("ratio"));
+        table += &format!("| {what} | {demo:.2} | {reference:.2} | {ratio:.2} | {agrees} |\n");
+    }
+    let load = machine["load"].as_str().unwrap_or("?");
+    let kernel = machine["kernel"].as_str().unwrap_or("?");
+    let cpus = &machine["cpus"];
+    table +=
+        &format!("\nCPUs {cpus}, Linux {kernel}; load average {load} at the end of the run.\n");
+    std::fs::write(figures.join("comparisons.md"), table).context("write comparisons.md")?;
+    Ok(())
 }
 
 /// Workloads for the prefork figures: (name, what it means, the self-test's load).
@@ -542,6 +565,12 @@ fn dd_seconds(shell: &str) -> anyhow::Result<f64> {
                 .ok()
         })
         .with_context(|| format!("no time in dd's output: {text}"))
+}
+
+/// The 1-minute load average (`/proc/loadavg`): how busy the machine was.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().next().unwrap_or("?").to_owned()
 }
 
 fn kernel_release() -> String {
