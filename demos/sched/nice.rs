@@ -196,14 +196,14 @@ fn report(args: &Args, autogroup: bool, cpu_cgroup: &Option<String>, rows: &[Row
         (Sessions::Separate, false) => "separate sessions, no autogroups: shared by weight still",
     });
     let mut table =
-        "summary:\n  nice  weight  predicted  measured  difference  cpu-seconds  of a CPU"
+        "summary:\n  nice  weight  predicted  measured  measured/predicted  cpu-seconds  of a CPU"
             .to_owned();
     for row in rows {
         let (nice, weight, seconds) = (row.nice, row.weight, row.cpu_seconds);
         let [predicted, measured] = [row.predicted_share, row.measured_share].map(|x| x * 100.0);
-        let difference = ((measured - predicted) * 10.0).round() / 10.0 + 0.0; // no "-0.0"
+        let ratio = measured / predicted; // no sign: the line keeps its shape from run to run
         table += &format!(
-            "\n  {nice:>4}  {weight:>6}  {predicted:>8.1}%  {measured:>7.1}%  {difference:>+7.1} pp  {seconds:>11.3}  {:>7.0}%",
+            "\n  {nice:>4}  {weight:>6}  {predicted:>8.1}%  {measured:>7.1}%  {ratio:>18.2}  {seconds:>11.3}  {:>7.0}%",
             row.cpu_use * 100.0
         );
     }
