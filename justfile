@@ -33,11 +33,12 @@ transcripts:
 serve:
     mdbook serve book --open
 
-# Writes book/src/sched/bench.json, book/src/patterns/prefork.json and the SVG figures;
-# `just bench sched` or `just bench prefork` runs one part. perf: apt-get install linux-perf.
 # The measuring demos beside the reference tools, and prefork's requests/s, on this machine.
-bench *PART:
-    cargo bench --bench reference -- {{PART}}
+# Writes the results and figures under target/bench/ (the tree stays clean); `just bench
+# --update-book` writes them into book/src/ instead, where the chapters include them.
+# `just bench sched` or `just bench prefork` runs one part. perf: apt-get install linux-perf.
+bench *ARGS:
+    cargo bench --bench reference -- {{ARGS}}
 
 # Everything CI runs.
 ci:

@@ -5,6 +5,7 @@
 //! The tests that run pinned ping-pongs hold a lock, so that they never compete with
 //! each other for the CPU they measure on.
 
+mod examples;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -155,4 +156,67 @@ fn a_closed_stdout_causes_no_panic() {
     let mut json = vec!["--json"];
     json.extend_from_slice(&QUICK);
     assert_quiet_into_closed_pipe(cargo_bin!("ctx_switch"), &[&QUICK, &json]);
+}
+
+#[test]
+fn each_help_example_shows_what_it_promises() {
+    // Each example is run as --help gives it, with the quick --rounds added.
+    let examples: &[&[&str]] = &[&[], &["--mode", "same-cpu", "--policy", "batch"]];
+    examples::assert_help_examples(cargo_bin!("ctx_switch"), examples);
+    // `ctx_switch`: the table of all three modes (cross-cpu where there are two CPUs).
+    let all = modes(examples[0]);
+    assert_eq!(all.len(), if usable_cpus() >= 2 { 3 } else { 2 }, "{all:?}");
+    // `--policy batch`: (almost) every switch voluntary, as the other test explains.
+    for mode in modes(examples[1]) {
+        let voluntary = per_side(&mode, "voluntary_switches");
+        let involuntary = per_side(&mode, "involuntary_switches");
+        for side in 0..2 {
+            assert!(
+                voluntary[side] * 10 >= (voluntary[side] + involuntary[side]) * 8,
+                "{mode}"
+            );
+        }
+    }
+}
+
+#[test]
+fn across_two_cpus_nearly_every_switch_is_voluntary() {
+    // Each side has a CPU of its own: nothing preempts it while it could run, it only
+    // blocks in read(). 1.00 + 0.00 here, idle or under load; 0.8 allows for a neighbour.
+    if usable_cpus() < 2 {
+        eprintln!("one CPU: no cross-cpu mode");
+        return;
+    }
+    for mode in modes(&["--mode", "cross-cpu"]) {
+        let voluntary = per_side(&mode, "voluntary_switches");
+        let involuntary = per_side(&mode, "involuntary_switches");
+        for side in 0..2 {
+            assert!(
+                voluntary[side] * 10 >= (voluntary[side] + involuntary[side]) * 8,
+                "{mode}"
+            );
+        }
+    }
+}
+
+#[test]
+fn on_one_cpu_all_skips_cross_cpu_and_says_so() {
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let allowed = proc_status(std::process::id() as i32, "Cpus_allowed_list").expect("CPUs");
+    let first: String = allowed.chars().take_while(char::is_ascii_digit).collect();
+    let mut one_cpu = assert_cmd::Command::new("taskset");
+    one_cpu.args(["-c", &first]).arg(cargo_bin!("ctx_switch"));
+    let events = run_json(one_cpu, &QUICK);
+    assert!(
+        find(&events, "skipped")["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("two CPUs"))
+    );
+    let names: Vec<&str> = summary(&events)["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .map(|mode| mode["mode"].as_str().expect("mode"))
+        .collect();
+    assert_eq!(names, ["same-cpu", "threads"]);
 }

@@ -51,7 +51,11 @@ const PROGRAMS: &[(&str, &[&str], f64)] = &[
     ("nice", &["--seconds", "1"], 1.0),
     ("ctx_switch", &["--rounds", "2000"], 1.0),
     ("proc_vs_thread", &["--count", "50"], 1.0),
-    ("worker_pool", &["--tasks", "1000", "--task-cost", "uniform"], 1.0),
+    (
+        "worker_pool",
+        &["--tasks", "1000", "--task-cost", "uniform"],
+        1.0,
+    ),
     ("prefork", &["--seconds", "1"], 1.0),
 ];
 

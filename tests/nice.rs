@@ -5,6 +5,7 @@
 //! The measuring tests hold a lock so that they never compete with each other for the
 //! CPU they measure.
 
+mod examples;
 mod util;
 
 use std::sync::Mutex;
@@ -264,4 +265,43 @@ fn a_closed_stdout_causes_no_panic() {
         cargo_bin!("nice"),
         &[&["--seconds", "0.2"], &["--json", "--seconds", "0.2"]],
     );
+}
+
+#[test]
+fn each_help_example_shows_what_it_promises() {
+    // Each example is run as --help gives it, with `--seconds 1` added to keep the test short.
+    let examples: &[&[&str]] = &[&[], &["--nice", "0,19"], &["--sessions", "separate"]];
+    examples::assert_help_examples(cargo_bin!("nice"), examples);
+    let _cpu = lock_cpu();
+    let run_example = |args: &[&str]| {
+        let args = [args, &["--seconds", "1"]].concat();
+        summary(&run_json(demo(), &args)).clone()
+    };
+    // `nice`: nice 0, 5 and 10 get 70.5%, 23.1% and 6.4% of the CPU, as the weights say.
+    for (predicted, measured, _) in shares(&run_example(examples[0])) {
+        assert!(
+            (measured - predicted).abs() < 0.03,
+            "{predicted} {measured}"
+        );
+    }
+    // `--nice 0,19`: weights 1024 and 15, nice 0 has more than 95% of the CPU.
+    let rows = shares(&run_example(examples[1]));
+    assert!(rows[0].1 > 0.95, "{rows:?}");
+    // `--sessions separate`: with autogroup on (and no cpu cgroup), the sessions share equally.
+    let separate = run_example(examples[2]);
+    if separate["autogroup"] == true {
+        for (_, measured, _) in shares(&separate) {
+            assert!((measured - 1.0 / 3.0).abs() < 0.05, "{separate}");
+        }
+    }
+}
+
+#[test]
+fn out_of_range_seconds_are_refused_with_the_real_range() {
+    for seconds in ["0", "0.05", "1e9", "3601"] {
+        run(demo(), &["--seconds", seconds])
+            .code(2)
+            .stderr(contains("not between 0.1 and 3600 seconds"));
+    }
+    run(demo(), &["--nice", "0", "--seconds", "0.1"]).success();
 }

@@ -3,6 +3,7 @@
 //! share its pages copy-on-write, and are gone afterwards; idle threads are tasks of the
 //! one process; Ctrl-C and SIGTERM leave nothing behind.
 
+mod examples;
 mod util;
 
 use std::time::Duration;
@@ -181,4 +182,39 @@ fn a_closed_stdout_causes_no_panic() {
         cargo_bin!("proc_vs_thread"),
         &[&QUICK, &["--json", "--count", "20", "--idle", "5"]],
     );
+}
+
+#[test]
+fn each_help_example_shows_what_it_promises() {
+    let examples: &[&[&str]] = &[&["--idle", "200"], &["--hold", "30"]];
+    examples::assert_help_examples(cargo_bin!("proc_vs_thread"), examples);
+    // `--idle 200` (with `--count 20`): 200 idle children, whose summed Rss counts the
+    // shared pages 201 times and Pss once: Pss is well under Rss.
+    let events = run_json(demo(), &["--idle", "200", "--count", "20"]);
+    let processes = memory_row(summary(&events), "processes");
+    assert_eq!(processes["count"], 200);
+    let (rss, pss) = (processes["rss_kib"].as_u64(), processes["pss_kib"].as_u64());
+    assert!(pss.expect("pss") * 2 < rss.expect("rss"), "{processes}");
+    // `--hold 30` (with `--count 5 --idle 4`): during the hold the children are there to
+    // look at with ps, asleep; Ctrl-C then ends the demo and leaves none.
+    let mut demo = Running::start(
+        cargo_bin!("proc_vs_thread"),
+        &["--hold", "30", "--count", "5", "--idle", "4"],
+    );
+    let idle = demo.wait_for("idle");
+    demo.wait_for("hold");
+    let pids: Vec<i32> = idle["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .map(pid_of)
+        .collect();
+    assert_eq!(pids.len(), 4);
+    assert!(
+        pids.iter().all(|&pid| proc_state(pid) == Some('S')),
+        "{pids:?}"
+    );
+    demo.interrupt();
+    let (status, _) = demo.finish();
+    assert_interrupted_cleanly(status, &pids);
 }

@@ -28,8 +28,8 @@ fn main() -> ExitCode {
 
 // ANCHOR: run
 fn run(args: &Args) -> anyhow::Result<()> {
-    if args.nice.len() > 16 || args.seconds < Duration::from_millis(100) {
-        cli::usage_error("--nice takes 1-16 values, --seconds at least 0.1");
+    if args.nice.len() > 16 {
+        cli::usage_error("--nice takes 1-16 values");
     }
     let cpu = *measure::usable_cpus().last().expect("some CPU is usable");
     let own_nice = own_nice();
@@ -69,13 +69,9 @@ fn set_nice(worker: Pid, nice: i32, own_nice: i32) -> anyhow::Result<()> {
         anyhow::bail!("setpriority(PRIO_PROCESS, {worker}, {nice}): {error}{hint}");
     }
     let weight = weight(nice);
-    event("nice")
-        .field("worker", worker.as_raw())
-        .field("nice", nice)
-        .field("weight", weight)
-        .say(format!(
-            "setpriority(PRIO_PROCESS, {worker}, {nice}) -> weight {weight}"
-        ));
+    let said = format!("setpriority(PRIO_PROCESS, {worker}, {nice}) -> weight {weight}");
+    let set = event("nice").field("worker", worker.as_raw());
+    set.field("nice", nice).field("weight", weight).say(said);
     Ok(())
 }
 
@@ -137,12 +133,11 @@ fn share_cpu(pids: &[Pid], start: &OwnedFd, cpu: usize, args: &Args) -> anyhow::
     let total_used: f64 = (0..pids.len()).map(used).sum();
     let total_weight: f64 = args.nice.iter().map(|&nice| f64::from(weight(nice))).sum();
     let others = (busy - total_used).max(0.0);
-    event("measured")
-        .field("elapsed_seconds", elapsed)
-        .field("others_cpu_seconds", others)
-        .say(format!(
-            "workers used {total_used:.3} CPU-seconds in {elapsed:.3} s; others {others:.2} on CPU {cpu}"
-        ));
+    let said = format!(
+        "workers used {total_used:.3} CPU-seconds in {elapsed:.3} s; others {others:.2} on CPU {cpu}"
+    );
+    let measured = event("measured").field("elapsed_seconds", elapsed);
+    measured.field("others_cpu_seconds", others).say(said);
     let row = |(index, (pid, &nice)): (usize, (&Pid, &i32))| Row {
         pid: pid.as_raw(),
         nice,
@@ -184,15 +179,12 @@ fn announce(args: &Args, cpu: usize, own_nice: i32) -> (bool, Option<String>) {
         (true, Some(group)) => format!("on, but bypassed by the cpu cgroup {group}"),
         (on, _) => (if on { "on" } else { "off" }).to_owned(),
     };
-    let workers = args.nice.len();
-    event("setup")
-        .field("cpu", cpu)
-        .field("autogroup", autogroup)
-        .field("cpu_cgroup", &cpu_cgroup)
-        .field("own_nice", own_nice)
-        .say(format!(
-            "{workers} busy workers, pinned to CPU {cpu}, {sessions}; autogroup is {state}"
-        ));
+    let (workers, s) = (args.nice.len(), if args.nice.len() == 1 { "" } else { "s" });
+    let said =
+        format!("{workers} busy worker{s}, pinned to CPU {cpu}, {sessions}; autogroup is {state}");
+    let setup = event("setup").field("autogroup", autogroup);
+    let setup = setup.field("cpu", cpu).field("cpu_cgroup", &cpu_cgroup);
+    setup.field("own_nice", own_nice).say(said);
     (autogroup, cpu_cgroup)
 }
 
@@ -204,24 +196,23 @@ fn report(args: &Args, autogroup: bool, cpu_cgroup: &Option<String>, rows: &[Row
         (Sessions::Separate, false) => "separate sessions, no autogroups: shared by weight still",
     });
     let mut table =
-        "summary:\n  nice  weight  predicted  measured  difference  cpu-seconds  of a CPU"
+        "summary:\n  nice  weight  predicted  measured  measured/predicted  cpu-seconds  of a CPU"
             .to_owned();
     for row in rows {
         let (nice, weight, seconds) = (row.nice, row.weight, row.cpu_seconds);
         let [predicted, measured] = [row.predicted_share, row.measured_share].map(|x| x * 100.0);
-        let difference = ((measured - predicted) * 10.0).round() / 10.0 + 0.0; // no "-0.0"
+        let ratio = measured / predicted; // no sign: the line keeps its shape from run to run
         table += &format!(
-            "\n  {nice:>4}  {weight:>6}  {predicted:>8.1}%  {measured:>7.1}%  {difference:>+7.1} pp  {seconds:>11.3}  {:>7.0}%",
+            "\n  {nice:>4}  {weight:>6}  {predicted:>8.1}%  {measured:>7.1}%  {ratio:>18.2}  {seconds:>11.3}  {:>7.0}%",
             row.cpu_use * 100.0
         );
     }
-    event("summary")
-        .field("rows", rows)
+    let summary = event("summary").field("rows", rows);
+    let summary = summary
         .field("pinned", true)
-        .field("sessions", args.sessions)
-        .field("autogroup", autogroup)
-        .field("cpu_cgroup", cpu_cgroup)
-        .say(table);
+        .field("sessions", args.sessions);
+    let summary = summary.field("autogroup", autogroup);
+    summary.field("cpu_cgroup", cpu_cgroup).say(table);
 }
 
 /// This process's nice value: `getpriority` may return -1 as a value, so errno tells.
@@ -231,6 +222,15 @@ fn own_nice() -> i32 {
     let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let failed = nice == -1 && Errno::last_raw() != 0;
     if failed { 0 } else { nice }
+}
+
+/// `--seconds`: 0.1 to 3600, and an error that says so (issue 16 item 8).
+fn tenth_to_an_hour(text: &str) -> Result<Duration, String> {
+    match cli::seconds_up_to(3600.0)(text) {
+        Ok(seconds) if seconds >= Duration::from_millis(100) => Ok(seconds),
+        Err(not_a_number) if not_a_number.contains("number") => Err(not_a_number),
+        _ => Err(format!("{text} is not between 0.1 and 3600 seconds")),
+    }
 }
 
 /// One worker's result: the summary's `rows` (`cpu_use`: the fraction of a CPU it had).
@@ -257,7 +257,7 @@ enum Sessions {
 /// Run one busy worker per nice value on one CPU and compare each one's share of the CPU
 /// with what the kernel's weight table predicts.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  nice\n  nice --nice 0,19 --seconds 5\n  \
+#[command(after_help = "Examples:\n  nice\n  nice --nice 0,19\n  \
                         nice --sessions separate")]
 struct Args {
     /// Nice values, one busy worker each (-20 to 19, comma-separated, at most 16).
@@ -267,7 +267,7 @@ struct Args {
     nice: Vec<i32>,
 
     /// How long the workers spin (0.1 to 3600 s).
-    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = cli::positive_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = tenth_to_an_hour)]
     seconds: Duration,
 
     /// One session for all workers (they share one autogroup), or one session each.
