@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod measure;
 pub mod names;
 pub mod narrate;
+pub mod pipes;
 pub mod queues;
 pub mod record;
 pub mod shm;
