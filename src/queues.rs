@@ -14,6 +14,8 @@ use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_open, mq_receive};
 use nix::sys::stat::Mode;
 
+use crate::child::Spawned;
+use crate::inspect::running;
 use crate::signals;
 
 /// Creates the queue `name`, exclusively (EEXIST if it exists), mode 0600, for reading
@@ -92,4 +94,17 @@ pub fn compared(what: &str, rate: f64, other: f64) -> String {
         ratio if ratio < 1.0 => format!("{what} was {:.1}× slower", 1.0 / ratio),
         ratio => format!("{what} was {ratio:.1}× faster"),
     }
+}
+
+/// Why a receiver should give up: a producer that has ended (no longer running) with fewer
+/// than its `messages` received (`got`, per producer, in the order of `producers`).
+///
+/// # References: proc_pid_stat(5) (the state read), mq_receive(3) (which would wait for ever)
+pub fn lost(producers: &[Spawned], got: &[u64], messages: u64) -> Option<String> {
+    let mut pairs = producers.iter().zip(got);
+    let (producer, n) = pairs.find(|(it, n)| **n < messages && !running(it.pid.as_raw()))?;
+    Some(format!(
+        "producer {} ended after {n} of its {messages} messages: giving up",
+        producer.pid
+    ))
 }
