@@ -171,10 +171,6 @@ fn account(received: &[Vec<Tag>], args: &Args) -> Tally {
 // ANCHOR_END: account
 
 /// Producers and consumers around one POSIX message queue; every message accounted for.
-///
-/// P producers send tagged messages into a queue of 10, C consumers receive them, each
-/// stopping at an end-of-work message; the parent proves each arrived exactly once, in
-/// order per producer. The name is unlinked once all have the queue open: nothing is left.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  mqueue\n  mqueue --producers 1 --consumers 3\n\n\
