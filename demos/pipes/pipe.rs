@@ -120,12 +120,8 @@ fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Re
         let n = read(&read_end, &mut buffer).context("read")?;
         if n == 0 {
             event("eof").say("read() -> 0: EOF, no write end is open anywhere");
-            let tally = ledger.check(&[sent]); // the count was decided before the fork
-            return Ok(Report {
-                tally,
-                eof: true,
-                hang,
-            });
+            let (tally, eof) = (ledger.check(&[sent]), true); // sent: decided before the fork
+            return Ok(Report { tally, eof, hang });
         }
         for found in decoder.feed(&buffer[..n]) {
             ledger.note(&found);
