@@ -68,11 +68,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         {SIZE}}}), then mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, \
         msgsize_max {msgsize_max}, queues_max {queues_max}"
     );
-    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE});
-    event("mq_open")
-        .fields(opened)
-        .field("limits", limits)
-        .say(said);
+    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE,
+                        "limits": limits});
+    event("mq_open").fields(opened).say(said);
     fill_then_drain(args, &receive, &send)
 }
 
