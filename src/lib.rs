@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod measure;
 pub mod names;
 pub mod narrate;
+pub mod pipes;
 pub mod queues;
 pub mod record;
 pub mod shm;

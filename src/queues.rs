@@ -14,6 +14,9 @@ use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_open, mq_receive};
 use nix::sys::stat::Mode;
 
+use crate::child::Spawned;
+use crate::inspect::running;
+use crate::record::{Found, Ledger, Tag, Tally};
 use crate::signals;
 
 /// Creates the queue `name`, exclusively (EEXIST if it exists), mode 0600, for reading
@@ -24,10 +27,18 @@ use crate::signals;
 pub fn create(name: &str, capacity: i64, size: usize) -> anyhow::Result<MqdT> {
     let attr = MqAttr::new(0, capacity, size as i64, 0);
     let flags = MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR;
-    mq_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR, Some(&attr)).map_err(|errno| match errno {
+    mq_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR, Some(&attr))
+        .map_err(|errno| open_error(name, errno))
+}
+
+/// The error of a failed `mq_open(name)`, in words; EMFILE names the limit that is used up.
+///
+/// # References: mq_open(3) "ERRORS", getrlimit(2) "RLIMIT_MSGQUEUE"
+pub fn open_error(name: &str, errno: Errno) -> anyhow::Error {
+    match errno {
         Errno::EMFILE => anyhow!("mq_open({name}): EMFILE: RLIMIT_MSGQUEUE (ulimit -q) is used up"),
         errno => anyhow!("mq_open({name}): {errno}"),
-    })
+    }
 }
 
 /// A limit of this system from /proc/sys/fs/mqueue (`msg_max`, `msgsize_max`,
@@ -93,3 +104,38 @@ pub fn compared(what: &str, rate: f64, other: f64) -> String {
         ratio => format!("{what} was {ratio:.1}× faster"),
     }
 }
+
+/// Why a receiver should give up: a producer that has ended (no longer running) with fewer
+/// than its `messages` received (`got`, per producer, in the order of `producers`).
+///
+/// # References: proc_pid_stat(5) (the state read), mq_receive(3) (which would wait for ever)
+pub fn lost(producers: &[Spawned], got: &[u64], messages: u64) -> Option<String> {
+    let mut pairs = producers.iter().zip(got);
+    let (producer, n) = pairs.find(|(it, n)| **n < messages && !running(it.pid.as_raw()))?;
+    Some(format!(
+        "producer {} ended after {n} of its {messages} messages: giving up",
+        producer.pid
+    ))
+}
+
+// ANCHOR: account
+/// Accounts for what the consumers received (one list of tags each, messages of `size`
+/// bytes) against `sent` (per producer): each message exactly once (one ledger for all);
+/// in order per producer (one ledger per consumer).
+///
+/// # References: mq_overview(7) (a queue keeps the order of one priority)
+pub fn account(received: &[Vec<Tag>], sent: &[u64], size: usize) -> Tally {
+    let (mut all, mut order_ok) = (Ledger::new(), true);
+    for consumer in received {
+        let mut own = Ledger::new();
+        for &tag in consumer {
+            all.note(&Found::Record(tag, size));
+            own.note(&Found::Record(tag, size));
+        }
+        order_ok &= own.in_order; // across consumers there is no common order to check
+    }
+    let mut tally = all.check(sent);
+    tally.in_order = order_ok;
+    tally
+}
+// ANCHOR_END: account

@@ -11,16 +11,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, getpid, pipe, read};
 use proclab::fdio::write_all;
-use proclab::inspect::fd_target;
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::record::{Decoder, Ledger, Tag, Tally, encode};
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, narrate, pipes, signals};
 use serde::{Deserialize, Serialize};
 
 fn main() -> ExitCode {
@@ -56,9 +56,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 event("close").say(format!("close({write_fd}): I only read"));
                 None
             };
-            let report = read_until_eof(read_end, forgotten, args.timeout, args.records)?;
-            // Fails only if the parent has stopped listening (SIGTERM): it ends the story.
-            let _ = result_writer.send(&report);
+            let report = read_until_eof(read_end, forgotten, args)?;
+            let _ = result_writer.send(&report); // fails only if the parent was stopped
             Ok(0)
         }),
         ForkResult::Parent { child } => child,
@@ -75,41 +74,36 @@ fn run(args: &Args) -> anyhow::Result<()> {
         signals::bail_if_stopped()?;
         write_all(&write_end, &encode(Tag { writer: 0, seq }, RECORD))?;
     }
-    let (n, s) = (args.records, if args.records == 1 { "" } else { "s" });
-    let wrote = format!("wrote {n} record{s} of {RECORD} bytes");
-    event("wrote").field("records", n).say(wrote);
+    let records = counted(args.records, "record");
+    event("wrote")
+        .field("records", args.records)
+        .say(format!("wrote {records} of {RECORD} bytes"));
     // Said before it is done: once it is, the reader's EOF line may come first.
     event("close").say(format!("close({write_fd}): the last write end I hold"));
     drop(write_end); // the reader sees EOF now, unless it kept a copy
     // ANCHOR_END: write
 
-    let report: ReaderReport = results.receive()?;
+    let report: Report = results.receive()?;
     let status = waitpid(reader, None).context("waitpid")?;
-    let (tally, eof_seen) = (report.tally, report.eof_seen);
+    let (tally, eof_seen, reader) = (report.tally, report.eof, child::describe(&status));
     let mut summary = event("summary").fields(tally).field("eof_seen", eof_seen);
     if args.forget_close {
-        summary = summary.field("hang_detected", report.hang_detected);
+        summary = summary.field("hang_detected", report.hang);
     }
-    let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
+    let (sent, got, once) = (tally.sent, tally.received, tally.exactly_once());
+    let said = format!("summary: sent {sent}, received {got} (exactly once: {once}), EOF seen: ");
     summary
-        .field("reader", child::describe(&status))
-        .say(format!(
-            "summary: sent {sent}, received {received} (exactly once: {once}), EOF seen: {eof_seen}"
-        ));
+        .field("reader", reader)
+        .say(said + &eof_seen.to_string());
     Ok(())
 }
 
-/// Reads records until EOF. Waits in `poll` with a time limit, so that a pipe that will
-/// never reach EOF is noticed instead of blocking for ever.
+/// Reads records until EOF; `poll` with a time limit notices a pipe that never reaches EOF.
 // ANCHOR: read
-fn read_until_eof(
-    read_end: OwnedFd,
-    mut forgotten: Option<OwnedFd>,
-    timeout: Duration,
-    sent: u64,
-) -> anyhow::Result<ReaderReport> {
-    let (mut decoder, mut ledger, mut hang_detected) = (Decoder::default(), Ledger::new(), false);
-    let mut buffer = vec![0u8; 65_536];
+fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Result<Report> {
+    let (mut decoder, mut ledger, mut hang) = (Decoder::default(), Ledger::new(), false);
+    let (mut buffer, sent) = (vec![0u8; 65_536], args.records);
+    let (mut forgotten, timeout) = (forget, args.timeout);
     let limit = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
     loop {
         let mut readable = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
@@ -117,21 +111,17 @@ fn read_until_eof(
             let Some(write_end) = forgotten.take() else {
                 bail!("no data and no EOF for {timeout:?}")
             };
-            explain_the_hang(&read_end, &write_end, timeout);
+            pipes::explain_the_hang(&read_end, &write_end, timeout);
             drop(write_end); // the last write end anywhere: EOF can come
             event("close").say("close(the forgotten write end): now EOF can come");
-            hang_detected = true;
+            hang = true;
             continue;
         }
         let n = read(&read_end, &mut buffer).context("read")?;
         if n == 0 {
             event("eof").say("read() -> 0: EOF, no write end is open anywhere");
-            let tally = ledger.check(&[sent]); // the count was decided before the fork
-            return Ok(ReaderReport {
-                tally,
-                eof_seen: true,
-                hang_detected,
-            });
+            let (tally, eof) = (ledger.check(&[sent]), true); // sent: decided before the fork
+            return Ok(Report { tally, eof, hang });
         }
         for found in decoder.feed(&buffer[..n]) {
             ledger.note(&found);
@@ -140,42 +130,15 @@ fn read_until_eof(
 }
 // ANCHOR_END: read
 
-/// Shows, from /proc/self/fd, that the write end keeping the pipe open is the reader's own.
-fn explain_the_hang(read_end: &OwnedFd, write_end: &OwnedFd, timeout: Duration) {
-    let target = |fd: &OwnedFd| fd_target(getpid().as_raw(), fd.as_raw_fd()).unwrap_or_default();
-    let (read_fd, write_fd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
-    let (read_target, write_target) = (target(read_end), target(write_end));
-    event("hang")
-        .field("timeout_s", timeout.as_secs_f64())
-        .say(format!(
-            "no data and no EOF for {timeout:?}: some write end is still open. /proc/self/fd: \
-             {read_fd} -> {read_target}, {write_fd} -> {write_target} -- it is mine, copied by \
-             fork and never closed"
-        ));
-}
-
 /// What the reading child reports to the parent.
 #[derive(Serialize, Deserialize)]
-struct ReaderReport {
+struct Report {
     tally: Tally,
-    eof_seen: bool,
-    hang_detected: bool,
-}
-
-/// `--timeout`: seconds, fractions allowed, from 0.1 to 60.
-fn hang_timeout(text: &str) -> Result<Duration, String> {
-    match cli::seconds_up_to(60.0)(text) {
-        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
-        Err(error) if text.trim().parse::<f64>().is_err() => Err(error), // not a number
-        _ => Err(format!("{} is not between 0.1 and 60 seconds", text.trim())),
-    }
+    eof: bool,  // it saw EOF
+    hang: bool, // it waited for EOF in vain until it closed its forgotten write end
 }
 
 /// Send records through an anonymous pipe, from parent to child, and read them to EOF.
-///
-/// The parent writes tagged records into a pipe and closes its write end; the child, which
-/// closed its own copy, reads until EOF and proves that each record arrived exactly once.
-/// With --forget-close the child keeps its copy: EOF never comes, and the child finds why.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  pipe\n  pipe --records 50000\n  pipe --forget-close")]
 struct Args {
@@ -184,13 +147,12 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     records: u64,
 
-    /// The child keeps its copy of the write end open: EOF never comes. Detected, explained.
+    /// The child keeps its copy of the write end open: EOF never comes.
     #[arg(long)]
     forget_close: bool,
 
-    /// With --forget-close: how long the reader waits with neither data nor EOF before it
-    /// calls it a hang (0.1-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = hang_timeout,
+    /// With --forget-close: how long without data or EOF is a hang (0.1-60 s).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = pipes::hang_timeout,
           requires = "forget_close")]
     timeout: Duration,
 

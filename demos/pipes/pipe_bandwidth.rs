@@ -24,9 +24,7 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args))
 }
 
-/// One bandwidth sample: a writer pinned to `writer_cpu` sends `args.mebibytes` in
-/// `args.chunk`-byte writes; this process, pinned to `reader_cpu`, reads them. MB/s from
-/// the first byte to EOF.
+/// One sample: MB/s from the first byte to EOF, writer and reader (this process) pinned.
 // ANCHOR: sample
 fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Result<f64> {
     let (chunk, bytes) = (args.chunk as usize, args.mebibytes << 20);
@@ -64,12 +62,10 @@ fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Resu
     let mut timed = 0u64;
     loop {
         signals::bail_if_stopped()?;
-        let n = read(&read_end, &mut buffer).context("read")? as u64;
-        if n == 0 {
-            break;
+        match read(&read_end, &mut buffer).context("read")? as u64 {
+            0 => break, // EOF
+            n => (received, timed) = (received + n, timed + n),
         }
-        received += n;
-        timed += n;
     }
     let seconds = start.elapsed().as_secs_f64();
     waitpid(writer, None).context("waitpid")?;
@@ -78,17 +74,15 @@ fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Resu
 }
 // ANCHOR_END: sample
 
+const FROM_DEV_ZERO: &str = ", each chunk read from /dev/zero first";
+
 fn run(args: &Args) -> anyhow::Result<()> {
     let cpus = measure::usable_cpus();
     let mut placements = vec![("one CPU", cpus[0], cpus[0])];
     if let Some(&second) = cpus.get(1) {
         placements.push(("two CPUs", cpus[0], second));
     }
-    let produced = if args.produce {
-        ", each chunk read from /dev/zero first"
-    } else {
-        ""
-    };
+    let produced = if args.produce { FROM_DEV_ZERO } else { "" };
     event("method").say(format!(
         "method: {} MiB in {}-byte writes{produced}, writer and reader pinned; MB/s from the \
          first byte read to EOF; 1 warm-up run, then the median of 5",
@@ -129,9 +123,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Measure the throughput of an anonymous pipe, on one CPU and across two.
-///
-/// A child pinned to one CPU writes a stream of bytes into a pipe; the parent, pinned to
-/// the same CPU or another, reads it to EOF. One warm-up run, then the median of 5.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  pipe_bandwidth\n  pipe_bandwidth --chunk 4096\n  \
@@ -148,9 +139,7 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     mebibytes: u64,
 
-    /// The writer reads each chunk from /dev/zero before it writes it, as a producer gets
-    /// its data from somewhere — and exactly as `dd if=/dev/zero`, the benchmark's
-    /// reference, does.
+    /// The writer reads each chunk from /dev/zero before it writes it, as `dd` does.
     #[arg(long)]
     produce: bool,
 

@@ -8,7 +8,7 @@
 //! Observe: 65536 bytes, as F_GETPIPE_SZ says; the writer in state S, in pipe_write.
 //! Book:    book/src/pipes/pipe.md
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,10 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, pipe2, read, write};
+use nix::unistd::{ForkResult, fork, getpid, pipe, pipe2, read, write};
 use proclab::fdio::write_all;
-use proclab::inspect::{ProcView, inspect, wchan};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate};
+use proclab::{child, cli, narrate, pipes};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -41,7 +40,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .say(format!(
             "wrote {filled} bytes before write() -> EAGAIN; fcntl(F_GETPIPE_SZ) -> {reported}"
         ));
-    let max = pipe_max_size();
+    let max = pipes::pipe_max_size();
     let (_read_end, write_end) = pipe2(OFlag::O_NONBLOCK).context("pipe2")?;
     let asked = args.resize;
     let granted = fcntl(&write_end, FcntlArg::F_SETPIPE_SZ(asked as i32)) // rounded up
@@ -75,7 +74,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 fn fill(write_end: &OwnedFd) -> anyhow::Result<usize> {
     let mut total = 0;
     for chunk in [4096, 1] {
-        // 4096 bytes at a time, then byte by byte, to be sure not even one more byte fits.
+        // then byte by byte: not even one more fits
         loop {
             match write(write_end, &vec![b'x'; chunk]) {
                 Ok(n) => total += n,
@@ -88,8 +87,8 @@ fn fill(write_end: &OwnedFd) -> anyhow::Result<usize> {
 }
 // ANCHOR_END: fill
 
-/// A writer fills a blocking pipe and one byte more: it sleeps in the kernel until the
-/// reader drains some. Returns how long the writer slept, in milliseconds.
+/// A writer fills a blocking pipe and one byte more: it sleeps until the reader drains some.
+/// Returns how long the writer slept, in milliseconds.
 // ANCHOR: blocked
 fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
     let (read_end, write_end) = pipe().context("pipe")?; // blocking, this time
@@ -117,7 +116,7 @@ fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
         ForkResult::Parent { child } => child,
     };
     drop((write_end, result_writer));
-    let (view, place) = asleep_on_the_full_pipe(writer, &read_end, capacity)?;
+    let (view, place) = pipes::asleep_on_the_full_pipe(writer, &read_end, capacity)?;
     std::thread::sleep(Duration::from_millis(100)); // let it sleep visibly
     event("sleeping")
         .field("child", writer.as_raw())
@@ -136,60 +135,12 @@ fn blocked_writer(capacity: usize) -> anyhow::Result<f64> {
 }
 // ANCHOR_END: blocked
 
-/// Waits (5 s at most) until the pipe holds `capacity` bytes (ioctl FIONREAD) and the
-/// writer sleeps in the kernel: state S, and a wchan (`0` would mean it is not blocked).
-fn asleep_on_the_full_pipe(
-    writer: Pid,
-    read_end: &OwnedFd,
-    capacity: usize,
-) -> anyhow::Result<(ProcView, String)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD stores one c_int, the bytes waiting in the pipe, in `queued`.
-        unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
-        let (view, place) = (inspect(writer.as_raw())?, wchan(writer.as_raw()));
-        let place = place.filter(|name| name != "0");
-        if let (true, 'S', Some(place)) = (queued as usize == capacity, view.state, place) {
-            return Ok((view, place));
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "writer {writer} not asleep on the full pipe after 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The most an unprivileged process may ask of F_SETPIPE_SZ.
-fn pipe_max_size() -> u64 {
-    let text = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
-    text.trim().parse().unwrap_or(1 << 20)
-}
-
-/// `--resize`: from 4096 bytes to /proc/sys/fs/pipe-max-size (going beyond it needs
-/// CAP_SYS_RESOURCE: this demo does not ask).
-fn pipe_size(text: &str) -> Result<u64, String> {
-    let max = pipe_max_size();
-    match text.trim().parse::<u64>() {
-        Ok(asked) if (4096..=max.min(1 << 30)).contains(&asked) => Ok(asked),
-        Ok(asked) if asked > max => Err(format!("exceeds /proc/sys/fs/pipe-max-size ({max})")),
-        _ => Err(format!("not a size from 4096 to {max} bytes")),
-    }
-}
-
 /// Measure a pipe's capacity, resize it (F_SETPIPE_SZ), and block a writer on it.
-///
-/// The parent fills a non-blocking pipe until write() fails with EAGAIN and compares the
-/// count with fcntl(F_GETPIPE_SZ); resizes a fresh pipe and fills it again; then a child
-/// fills a blocking pipe and writes one byte more, and the parent reads in /proc where the
-/// kernel put it to sleep.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  pipe_capacity\n  pipe_capacity --resize 1048576")]
 struct Args {
-    /// The size to ask for with F_SETPIPE_SZ, in bytes (4096 to
-    /// /proc/sys/fs/pipe-max-size).
-    #[arg(long, value_name = "BYTES", default_value_t = 262_144, value_parser = pipe_size)]
+    /// The size to ask for with F_SETPIPE_SZ, in bytes (4096 to pipe-max-size).
+    #[arg(long, value_name = "BYTES", default_value_t = 262_144, value_parser = pipes::pipe_size)]
     resize: u64,
 
     /// Print the timeline as JSON Lines.

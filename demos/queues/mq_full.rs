@@ -14,11 +14,10 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
-use proclab::child::Spawned;
-use proclab::inspect::{running, settled_state, state_word};
+use proclab::inspect::{settled_state, state_word};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::queues::{limit, receive_unless};
+use proclab::queues::{limit, lost, receive_unless};
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
 use proclab::{child, cli, narrate};
 use serde_json::json;
@@ -69,11 +68,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         {SIZE}}}), then mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, \
         msgsize_max {msgsize_max}, queues_max {queues_max}"
     );
-    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE});
-    event("mq_open")
-        .fields(opened)
-        .field("limits", limits)
-        .say(said);
+    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE,
+                        "limits": limits});
+    event("mq_open").fields(opened).say(said);
     fill_then_drain(args, &receive, &send)
 }
 
@@ -115,11 +112,10 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
         // most one line, writes two counts into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(send, writer)) }?);
     }
-    // Nobody receives yet. Once the queue is full, what does the kernel say a producer does?
-    // Asleep in mq_send, or running, retrying.
+    // Nobody receives yet: once the queue is full, is a producer asleep in mq_send, or running?
     let first = producers[0].pid.as_raw();
     let (state, place) = settled_state(first, |_, place| {
-        if let Some(lost) = lost(&producers, &[0; PRODUCERS as usize]) {
+        if let Some(lost) = lost(&producers, &[0; PRODUCERS as usize], MESSAGES) {
             bail!(lost); // none can be done yet: 300 messages, a queue of 100 at most
         }
         let full = mq_getattr(receive)?.curmsgs() == args.max_messages;
@@ -136,7 +132,7 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
     for _ in 0..u64::from(PRODUCERS) * MESSAGES {
         // Each receive makes room, and the kernel wakes a sleeping producer. A producer
         // killed half-way would leave us waiting for ever: the receive watches them.
-        let length = receive_unless(receive, &mut buffer, || lost(&producers, &got))?;
+        let length = receive_unless(receive, &mut buffer, || lost(&producers, &got, MESSAGES))?;
         for found in Decoder::default().feed(&buffer[..length]) {
             ledger.note(&found);
             if let Found::Record(tag, _) = found {
@@ -165,21 +161,7 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
     Ok(())
 }
 
-/// Why to give up: a producer that has ended with fewer than its messages received.
-fn lost(producers: &[Spawned], got: &[u64]) -> Option<String> {
-    let mut pairs = producers.iter().zip(got);
-    let (producer, n) = pairs.find(|(it, n)| **n < MESSAGES && !running(it.pid.as_raw()))?;
-    Some(format!(
-        "producer {} ended after {n} of its {MESSAGES} messages: giving up",
-        producer.pid
-    ))
-}
-
 /// A full POSIX message queue: senders that wait, or senders told EAGAIN.
-///
-/// Three producers fill a queue nobody reads yet; the parent asks the kernel what one of
-/// them does (sleeps in mq_send, or with --nonblocking runs, retrying after each EAGAIN),
-/// then drains the queue and proves that every message arrived exactly once.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  mq_full\n  mq_full --max-messages 1 --nonblocking\n  \

@@ -173,12 +173,6 @@ fn guard_the_name(name: &str) -> anyhow::Result<(Pid, OwnedFd)> {
 // ANCHOR_END: guard
 
 /// Fill a POSIX message queue with mixed priorities, then let one consumer empty it.
-///
-/// The parent sends ten messages with priorities 1, 3, 0, 2, 1, 3… into a queue of ten;
-/// then a consumer receives them all. The kernel hands them out highest priority first,
-/// and in the order they were sent within one priority; the parent checks both. The
-/// name goes at once, unless --hold keeps it to look at in /dev/mqueue; a guard process
-/// then removes it if the demo dies, even by kill -9.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  mq_priorities\n  mq_priorities --hold 30")]
 struct Args {

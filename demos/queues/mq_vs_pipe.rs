@@ -155,11 +155,6 @@ fn through_a_pipe(args: &Args) -> anyhow::Result<(f64, u64)> {
 // ANCHOR_END: pipe
 
 /// The same messages through a POSIX message queue and through a pipe, and how fast.
-///
-/// P producers send M tagged messages each into a queue of 10, then through one pipe,
-/// framed with a 4-byte length, three rounds taking turns; each way one reader proves
-/// every message arrived exactly once; the summary compares the medians. Build with
-/// --release for representative numbers.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  mq_vs_pipe\n  mq_vs_pipe --message-size 4000")]
 struct Args {

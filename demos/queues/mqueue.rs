@@ -10,17 +10,16 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::Parser;
-use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use proclab::child::Spawned;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::queues::counted;
-use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
+use proclab::queues::{self, counted};
+use proclab::record::{Decoder, Found, Tag, encode};
 use proclab::{child, cli, narrate};
 
 fn main() -> ExitCode {
@@ -43,10 +42,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Mode::S_IRUSR | Mode::S_IWUSR,                           // 0600: only you
         Some(&attr),                                             // fixed for its life
     )
-    .map_err(|errno| match errno {
-        Errno::EMFILE => anyhow!("mq_open({name}): EMFILE: RLIMIT_MSGQUEUE (ulimit -q) is used up"),
-        errno => anyhow!("mq_open({name}): {errno}"),
-    })?;
+    .map_err(|errno| queues::open_error(&name, errno))?;
     // ANCHOR_END: open
     event("mq_open")
         .field("name", &name)
@@ -103,7 +99,10 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
         lists.push(consumer.collect::<Vec<Tag>>(&[])?);
     }
     // ANCHOR_END: run
-    let (seconds, tally) = (start.elapsed().as_secs_f64(), account(&lists, args));
+    let (seconds, tally) = (
+        start.elapsed().as_secs_f64(),
+        queues::account(&lists, &vec![args.messages; args.producers as usize], SIZE),
+    );
     let (sent, received, in_order) = (tally.sent, tally.received, tally.in_order);
     let (once, rate) = (tally.exactly_once(), received as f64 / seconds);
     let left = mq_getattr(queue).context("mq_getattr")?.curmsgs();
@@ -152,29 +151,7 @@ fn consume(queue: &MqdT) -> anyhow::Result<Vec<Tag>> {
 }
 // ANCHOR_END: consume
 
-// ANCHOR: account
-/// Each message exactly once (one ledger for all); in order per producer (one per consumer).
-fn account(received: &[Vec<Tag>], args: &Args) -> Tally {
-    let (mut all, mut order_ok) = (Ledger::new(), true);
-    for consumer in received {
-        let mut own = Ledger::new();
-        for &tag in consumer {
-            all.note(&Found::Record(tag, SIZE));
-            own.note(&Found::Record(tag, SIZE));
-        }
-        order_ok &= own.in_order; // across consumers there is no common order to check
-    }
-    let mut tally = all.check(&vec![args.messages; args.producers as usize]);
-    tally.in_order = order_ok;
-    tally
-}
-// ANCHOR_END: account
-
 /// Producers and consumers around one POSIX message queue; every message accounted for.
-///
-/// P producers send tagged messages into a queue of 10, C consumers receive them, each
-/// stopping at an end-of-work message; the parent proves each arrived exactly once, in
-/// order per producer. The name is unlinked once all have the queue open: nothing is left.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  mqueue\n  mqueue --producers 1 --consumers 3\n\n\

@@ -1,0 +1,91 @@
+//! pipes — plumbing of the pipe programs (pipe, pipe_capacity, pipe_atomic, sigpipe,
+//! pipe_bandwidth).
+//!
+//! The programs write out pipe, close, fork, write, read and fcntl themselves; what is here
+//! only reads /proc, parses an option or waits for a moment worth narrating.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::unistd::{Pid, getpid};
+
+use crate::cli;
+use crate::inspect::{ProcView, fd_target, inspect, wchan};
+use crate::narrate::event;
+
+/// Says, as a `hang` event, from /proc/self/fd, that the write end keeping the pipe open
+/// (no data and no EOF for `timeout`) is the reader's own, copied by fork.
+///
+/// # References: pipe(7) "I/O on pipes and FIFOs", proc(5) "/proc/pid/fd"
+pub fn explain_the_hang(read_end: &OwnedFd, write_end: &OwnedFd, timeout: Duration) {
+    let target = |fd: &OwnedFd| fd_target(getpid().as_raw(), fd.as_raw_fd()).unwrap_or_default();
+    let (read_fd, write_fd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+    let (read_target, write_target) = (target(read_end), target(write_end));
+    event("hang")
+        .field("timeout_s", timeout.as_secs_f64())
+        .say(format!(
+            "no data and no EOF for {timeout:?}: some write end is still open. /proc/self/fd: \
+             {read_fd} -> {read_target}, {write_fd} -> {write_target} -- it is mine, copied by \
+             fork and never closed"
+        ));
+}
+
+/// `--timeout` of pipe: seconds, fractions allowed, from 0.1 to 60.
+///
+/// # References: poll(2) (the reader's wait)
+pub fn hang_timeout(text: &str) -> Result<Duration, String> {
+    match cli::seconds_up_to(60.0)(text) {
+        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
+        Err(error) if text.trim().parse::<f64>().is_err() => Err(error), // not a number
+        _ => Err(format!("{} is not between 0.1 and 60 seconds", text.trim())),
+    }
+}
+
+/// Waits (5 s at most) until the pipe holds `capacity` bytes (ioctl FIONREAD) and the
+/// writer sleeps in the kernel: state S, and a wchan (`0` would mean it is not blocked).
+/// Returns the writer's /proc view and its wchan.
+///
+/// # References: ioctl_tty(2) "FIONREAD", proc_pid_wchan(5), proc_pid_stat(5)
+pub fn asleep_on_the_full_pipe(
+    writer: Pid,
+    read_end: &OwnedFd,
+    capacity: usize,
+) -> anyhow::Result<(ProcView, String)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD stores one c_int, the bytes waiting in the pipe, in `queued`.
+        unsafe { libc::ioctl(read_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let (view, place) = (inspect(writer.as_raw())?, wchan(writer.as_raw()));
+        let place = place.filter(|name| name != "0");
+        if let (true, 'S', Some(place)) = (queued as usize == capacity, view.state, place) {
+            return Ok((view, place));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "writer {writer} not asleep on the full pipe after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The most an unprivileged process may ask of F_SETPIPE_SZ (1 MiB if unreadable).
+///
+/// # References: pipe(7) "/proc/sys/fs/pipe-max-size", fcntl(2) "F_SETPIPE_SZ"
+pub fn pipe_max_size() -> u64 {
+    let text = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
+    text.trim().parse().unwrap_or(1 << 20)
+}
+
+/// `--resize`: from 4096 bytes to /proc/sys/fs/pipe-max-size (going beyond it needs
+/// CAP_SYS_RESOURCE: this demo does not ask).
+///
+/// # References: pipe(7) "/proc/sys/fs/pipe-max-size"
+pub fn pipe_size(text: &str) -> Result<u64, String> {
+    let max = pipe_max_size();
+    match text.trim().parse::<u64>() {
+        Ok(asked) if (4096..=max.min(1 << 30)).contains(&asked) => Ok(asked),
+        Ok(asked) if asked > max => Err(format!("exceeds /proc/sys/fs/pipe-max-size ({max})")),
+        _ => Err(format!("not a size from 4096 to {max} bytes")),
+    }
+}
