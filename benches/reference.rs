@@ -23,7 +23,7 @@
 #[path = "reference/prefork.rs"]
 mod prefork;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -515,6 +515,33 @@ fn print_nice(summary: &Value, label: &str) {
         })
         .collect();
     println!("  {label:<18} {}", shares.join(", "));
+}
+
+fn nice_figure(path: &Path, one: &Value, separate: &Value) -> anyhow::Result<()> {
+    let rows = one["rows"].as_array().context("rows")?;
+    let share = |summary: &Value, index: usize, key: &str| {
+        summary["rows"][index][key].as_f64().unwrap_or(0.0) * 100.0
+    };
+    let bars: Vec<Bar> = (0..rows.len())
+        .map(|index| Bar {
+            label: format!("nice {}", rows[index]["nice"]),
+            value: share(one, index, "predicted_share"),
+            spread: None,
+            reference: Some(share(one, index, "measured_share")),
+        })
+        .collect();
+    let separate_points: Vec<f64> = (0..rows.len())
+        .map(|index| share(separate, index, "measured_share"))
+        .collect();
+    let title = "nice, and nice --sessions separate: one CPU shared";
+    let figure = Figure {
+        title,
+        y_axis: "share of the CPU (%)",
+        bars: "predicted by the weights",
+        reference: Some("measured, one session"),
+        second: Some(("measured, separate sessions", &separate_points)),
+    };
+    sched_figure(path, &figure, &bars)
 }
 
 fn plot_error(error: impl std::fmt::Display) -> anyhow::Error {
