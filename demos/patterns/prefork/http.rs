@@ -62,6 +62,7 @@ pub struct Deadlines {
     pub whole_head: Duration,
 }
 
+// ANCHOR: read_head
 /// Reads a request head (up to the empty line): at most MAX_HEAD bytes, the first of them
 /// within `first_byte`, all within `whole_head`. None: closed, reset, too long, too slow.
 pub fn read_head(mut stream: &TcpStream, deadlines: Deadlines) -> Option<String> {
@@ -85,6 +86,7 @@ pub fn read_head(mut stream: &TcpStream, deadlines: Deadlines) -> Option<String>
     let end = head.windows(4).position(|end| end == b"\r\n\r\n")?;
     String::from_utf8(head[..end].to_vec()).ok()
 }
+// ANCHOR_END: read_head
 
 /// The client's side: the request for `path`, as curl would send it.
 pub fn request(path: &str) -> String {

@@ -43,6 +43,7 @@ pub fn dropped(threads: Vec<ScopedJoinHandle<'_, u64>>) -> u64 {
         .sum()
 }
 
+// ANCHOR: keep_idle
 fn keep_idle(address: SocketAddr, first: Option<TcpStream>, load_done: &AtomicBool) -> u64 {
     let mut dropped = 0;
     let mut connection = first;
@@ -68,6 +69,7 @@ fn keep_idle(address: SocketAddr, first: Option<TcpStream>, load_done: &AtomicBo
     }
     dropped
 } // the connection closes here
+// ANCHOR_END: keep_idle
 
 /// Connects and sends nothing; reads time out every POLL, to see the load end.
 fn open(address: SocketAddr) -> Option<TcpStream> {

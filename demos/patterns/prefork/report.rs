@@ -66,6 +66,7 @@ impl ThreadResults {
     }
 }
 
+// ANCHOR: account
 /// Adds up the threads' results.
 pub fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64) -> Report {
     let mut report = Report {
@@ -96,6 +97,7 @@ pub fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64
     }
     report
 }
+// ANCHOR_END: account
 
 /// The account in one sentence, for the timeline.
 pub fn text(report: &Report) -> String {
