@@ -1,9 +1,12 @@
 //! sigchld_ignore: with SIGCHLD set to SIG_IGN the kernel reaps the children itself —
 //! no zombie in /proc, and no status for the parent: waitpid fails with ECHILD.
 
+mod deaths;
 mod examples;
 mod stops;
 mod util;
+
+use deaths::without_json;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
 use predicates::str::contains;
@@ -103,38 +106,16 @@ fn every_help_example_shows_its_effect() {
     }
 }
 
-/// Issue 15: after Ctrl-C the summary blamed the strategy ("1 zombies left by pidfd"):
-/// the children killed by the stop were counted as its zombies.
+/// Issue 15: the summary after Ctrl-C blames the stop, not the strategy.
 #[test]
 fn an_interrupted_summary_blames_the_stop_not_the_strategy() {
-    for _ in 0..3 {
-        let mut demo = Running::start(cargo_bin!("sigchld_ignore"), &["--children", "5"]);
-        demo.wait_for("forked");
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        demo.interrupt();
-        let (_, events) = demo.finish();
-        let text = summary(&events)["text"].as_str().expect("text").to_owned();
-        assert!(
-            !text.contains("left by") && text.contains("before SIGINT"),
-            "{text}"
-        );
-    }
+    deaths::assert_an_interrupted_summary_blames_the_stop(cargo_bin!("sigchld_ignore"));
 }
 
 /// Issue 15: "1 children", "1 zombies": the count decides the noun.
 #[test]
 fn one_child_is_one_child() {
-    let events = run_json(demo(), &["--children", "1"]);
-    let forked = find(&events, "forked")["text"]
-        .as_str()
-        .expect("text")
-        .to_owned();
-    assert!(forked.starts_with("forked 1 child; it exits"), "{forked}");
-    let text = summary(&events)["text"].as_str().expect("text").to_owned();
-    assert!(
-        text.starts_with("summary: 1 child, ") && text.ends_with(" 0 zombies left by ignore"),
-        "{text}"
-    );
+    deaths::assert_one_child_is_one_child(demo(), "ignore");
 }
 
 /// Issue 16 item 8: SIGTERM while children run ends it, and them, without a word on stderr.
@@ -142,12 +123,4 @@ fn one_child_is_one_child() {
 fn sigterm_in_the_middle_is_quiet() {
     let args = ["--children", "20"];
     stops::assert_quiet_sigterm(cargo_bin!("sigchld_ignore"), &args, "forked", &[100, 500]);
-}
-
-/// The example's arguments for `run_json`, which adds `--json` itself.
-fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    args.iter()
-        .copied()
-        .filter(|arg| *arg != "--json")
-        .collect()
 }
