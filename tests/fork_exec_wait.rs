@@ -244,14 +244,18 @@ fn every_help_example_shows_its_effect() {
     examples::assert_help_examples(cargo_bin!("fork_exec_wait"), examples);
     let plain = run_json(demo(), examples[0]);
     assert_eq!(summary(&plain)["comm_after"], "sh", "the default execs sh");
-    // --exec sleep 3: time to look, and /proc shows it sleeping under the child's pid.
-    let slow = run_json(demo(), examples[1]);
-    assert_eq!(summary(&slow)["comm_after"], "sleep");
-    assert_eq!(
-        find(&slow, "exec_seen")["state"],
-        "S",
-        "sleep is sleeping: S"
+    // --exec sleep 3: time to look, and /proc shows it sleeping under the child's pid
+    // (read by the test itself: the demo's own look may come before sleep blocks, R).
+    let mut slow = Running::start(cargo_bin!("fork_exec_wait"), examples[1]);
+    let seen = slow.wait_for("exec_seen");
+    assert_eq!(seen["comm"], "sleep");
+    let child = pid_of(&seen["child"]);
+    assert!(
+        eventually(Duration::from_secs(2), || proc_state(child) == Some('S')),
+        "sleep is asleep (S) under the child's pid {child}"
     );
+    let (_, slow_events) = slow.finish();
+    assert_eq!(summary(&slow_events)["comm_after"], "sleep");
     // --json: stdout stays JSON Lines (events() parses every line); ls writes on stderr.
     let output = run(demo(), examples[2]).success().get_output().clone();
     let events = events(&output.stdout);
