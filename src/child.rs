@@ -99,6 +99,22 @@ pub fn wait_or_kill(pid: Pid) -> anyhow::Result<WaitStatus> {
     }
 }
 
+/// `waitpid(-1, 0)`: waits for whichever child ends first. A parent of several workers
+/// that share a lock must not wait for them in order: if a later one dies holding the
+/// lock, the first waits for ever, and so would the parent. A stop signal interrupts the
+/// wait (EINTR: the handlers have no SA_RESTART) and becomes an error, after which
+/// [`crate::cli::run_stoppable`] ends the rest.
+///
+/// # References: waitpid(2)
+pub fn wait_for_any() -> anyhow::Result<WaitStatus> {
+    loop {
+        match nix::sys::wait::waitpid(None, None) {
+            Err(nix::errno::Errno::EINTR) => signals::bail_if_stopped()?,
+            other => return other.context("waitpid(-1)"),
+        }
+    }
+}
+
 /// After an error: kills the children still running and reaps every child, so that a
 /// demo that fails leaves no process and no zombie behind. The children are found in
 /// `/proc/self/task/<pid>/children`; a kernel without that file gets a best effort.

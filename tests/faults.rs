@@ -9,7 +9,7 @@
 //!
 //! `cargo test --test faults` runs one trial per program and fault with a fixed seed;
 //! `PROCLAB_FAULT_TRIALS=25 PROCLAB_FAULT_SEED=7 cargo test --release --test faults` a
-//! long run.
+//! long run; `PROCLAB_FAULT_PROGRAMS=fifo,mqueue` only those programs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -155,7 +155,7 @@ fn main() {
     let mut random = XorShift(seed.max(1));
     let mut queue = Vec::new();
     for round in 0..trials_each {
-        for &(program, args, seconds) in PROGRAMS {
+        for &(program, args, seconds) in PROGRAMS.iter().filter(|(name, ..)| chosen(name)) {
             for fault in Fault::ALL {
                 queue.push(Trial {
                     program,
@@ -230,6 +230,13 @@ fn main() {
     if failed > 0 {
         std::process::exit(1);
     }
+}
+
+/// `PROCLAB_FAULT_PROGRAMS=shared_mutex,fifo`: only these programs (all by default).
+fn chosen(program: &str) -> bool {
+    std::env::var("PROCLAB_FAULT_PROGRAMS")
+        .map(|list| list.split(',').any(|name| name.trim() == program))
+        .unwrap_or(true)
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {

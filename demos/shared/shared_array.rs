@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, fork, getpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::narrate::event;
 use proclab::shm::{self, CountRow, ProcessLocks, ReapOnDrop, SharedArray, SharedValue};
 use proclab::{child, cli, narrate, signals};
@@ -59,11 +59,17 @@ fn race(lock: Lock, args: &Args) -> Result<CountRow> {
     }
     let start = std::time::Instant::now();
     race.go.store(1, Ordering::Release); // go: they all start adding at once
-    for pid in pids {
-        let status = child::wait_or_kill(pid)?;
+    for _ in &pids {
+        let status = child::wait_for_any()?; // whichever ends first: a dead holder must not hang us
         signals::bail_if_stopped()?; // interrupted: the count means nothing, print no row
-        let ended = child::describe(&status);
-        anyhow::ensure!(status == WaitStatus::Exited(pid, 0), "worker {pid} {ended}");
+        let (pid, ended) = (
+            status.pid().map_or(0, Pid::as_raw),
+            child::describe(&status),
+        );
+        anyhow::ensure!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "worker {pid} {ended}"
+        );
     }
     let seconds = start.elapsed().as_secs_f64();
     let slot_values = Vec::from_iter(slots.as_slice().iter().step_by(stride).map(shm::load));

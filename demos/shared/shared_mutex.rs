@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, fork, getpid};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::narrate::event;
 use proclab::shm::{CountRow, pthread_result};
 use proclab::{child, cli, narrate, signals};
@@ -76,11 +76,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     // Every worker is reaped before the mutex is destroyed. (An early return destroys
     // nothing: the mapping goes with this process, and cli::run_stoppable reaps.)
-    for pid in pids {
-        let status = child::wait_or_kill(pid)?;
+    for _ in &pids {
+        let status = child::wait_for_any()?; // whichever ends first: see wait_for_any
         signals::bail_if_stopped()?; // interrupted: the count means nothing
-        if status != WaitStatus::Exited(pid, 0) {
-            bail!("worker {pid} {}", child::describe(&status));
+        if !matches!(status, WaitStatus::Exited(_, 0)) {
+            bail!(
+                "worker {} {}",
+                status.pid().map_or(0, Pid::as_raw),
+                child::describe(&status)
+            );
         }
     }
     let seconds = start.elapsed().as_secs_f64();
