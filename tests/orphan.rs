@@ -161,7 +161,7 @@ fn every_help_example_shows_its_effect() {
             .ends_with(&format!("-p {orphan}"))
     );
     assert!(held.finish().0.success());
-    let system = run_json(demo(), &without_json(examples[2]));
+    let system = run_json(demo(), &examples::without_json(examples[2]));
     assert_ne!(
         summary(&system)["parent_after"],
         summary(&system)["subreaper"]
@@ -175,12 +175,4 @@ fn sigterm_in_the_middle_is_quiet() {
     for args in [&["--hold", "5"][..], &["--no-subreaper", "--hold", "5"]] {
         stops::assert_quiet_sigterm(cargo_bin!("orphan"), args, "hold", &[50, 300]);
     }
-}
-
-/// The example's arguments for `run_json`, which adds `--json` itself.
-fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    args.iter()
-        .copied()
-        .filter(|arg| *arg != "--json")
-        .collect()
 }

@@ -807,15 +807,6 @@ fn a_closed_stdout_stops_a_server_gracefully() {
     }
 }
 
-/// The pids whose parent is `pid` (from /proc/<pid>/task/<pid>/children).
-fn children_of(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
-}
-
 /// The examples at the end of `--help`: (command, what it promises).
 fn help_examples(help: &str) -> Vec<(String, String)> {
     let examples = help

@@ -84,15 +84,6 @@ fn false_sharing_gives_the_same_exact_result() {
     );
 }
 
-/// The children of `pid` now, from the kernel's list.
-fn children_of(pid: u32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
-}
-
 #[test]
 fn a_worker_killed_from_outside_fails_the_run_and_leaves_no_worker() {
     // Run by hand (not Running) to read stderr: the parent's one line, naming the worker,
@@ -106,7 +97,7 @@ fn a_worker_killed_from_outside_fails_the_run_and_leaves_no_worker() {
         .expect("the demo starts");
     let mut workers = Vec::new();
     let four = eventually(std::time::Duration::from_secs(10), || {
-        workers = children_of(demo.id());
+        workers = children_of(demo.id() as i32);
         workers.len() == 4
     });
     assert!(four, "4 workers: {workers:?}");

@@ -6,7 +6,7 @@ mod examples;
 mod stops;
 mod util;
 
-use deaths::without_json;
+use examples::without_json;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
 use predicates::str::contains;

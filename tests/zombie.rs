@@ -208,7 +208,7 @@ fn every_help_example_shows_its_effect() {
         );
     }
     assert!(held.finish().0.success());
-    let five = run_json(demo(), &without_json(examples[2]));
+    let five = run_json(demo(), &examples::without_json(examples[2]));
     assert_eq!(
         summary(&five)["statuses"],
         serde_json::json!([7, 8, 9, 10, 11])
@@ -230,12 +230,4 @@ fn a_hold_out_of_range_is_refused_with_the_real_range() {
 fn sigterm_in_the_middle_is_quiet() {
     let args = ["--children", "3", "--hold", "5"];
     stops::assert_quiet_sigterm(cargo_bin!("zombie"), &args, "hold", &[50, 300]);
-}
-
-/// The example's arguments for `run_json`, which adds `--json` itself.
-fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    args.iter()
-        .copied()
-        .filter(|arg| *arg != "--json")
-        .collect()
 }

@@ -1,6 +1,5 @@
 //! What the four sigchld programs' tests share (they share demos/lifecycle/deaths.rs):
-//! the honest summary after Ctrl-C, the singular for one child, and the `--help`
-//! examples' arguments without `--json`.
+//! the honest summary after Ctrl-C and the singular for one child.
 
 use std::path::Path;
 
@@ -37,12 +36,4 @@ pub fn assert_one_child_is_one_child(demo: assert_cmd::Command, strategy: &str) 
         text.starts_with("summary: 1 child, ") && text.ends_with(&ending),
         "{text}"
     );
-}
-
-/// The example's arguments for `run_json`, which adds `--json` itself.
-pub fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    args.iter()
-        .copied()
-        .filter(|arg| *arg != "--json")
-        .collect()
 }

@@ -1,6 +1,8 @@
 //! The examples a program's `--help` gives, read from the help itself, so that a test can
 //! run each one and check the effect it promises (issue 16 item 9).
 
+#![allow(dead_code)] // not every test file runs its examples through run_json
+
 use std::path::Path;
 use std::process::Command;
 
@@ -41,4 +43,12 @@ pub fn assert_help_examples(path: &Path, expected: &[&[&str]]) {
         found, expected,
         "the examples of --help; each is run by a test below"
     );
+}
+
+/// An example's arguments for `run_json`, which adds `--json` itself.
+pub fn without_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .filter(|arg| *arg != "--json")
+        .collect()
 }

@@ -249,12 +249,7 @@ impl Running {
     /// The demo's children now, from `/proc/<pid>/task/<pid>/children` (the kernel's
     /// list, not the demo's word).
     pub fn children(&self) -> Vec<i32> {
-        let list = format!("/proc/{0}/task/{0}/children", self.pid());
-        std::fs::read_to_string(list)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .collect()
+        children_of(self.pid())
     }
 
     /// Waits (10 s at most) until the demo has at least one child; returns them all.
@@ -405,6 +400,15 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The children of `pid` now, from `/proc/<pid>/task/<pid>/children` (the kernel's list).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
 }
 
 /// Runs `command` in a process group of its own and returns its stdout, or `None` if it has
