@@ -356,6 +356,8 @@ pub fn check_submissions(failures: &mut Failures) {
     std::fs::copy(format!("{labs}/starter.rs"), dir.join("bob.rs")).expect("copy");
     std::fs::write(dir.join("carol.rs"), "fn main() { this does not compile }").expect("write");
     std::fs::write(dir.join("dave.rs"), FORK_BOMB).expect("write");
+    std::fs::write(dir.join("erin.rs"), late_reporter(&format!("{labs}/solution.rs")))
+        .expect("write");
     let started = Instant::now();
     let csv = grade(&[
         "reaper",
@@ -369,7 +371,7 @@ pub fn check_submissions(failures: &mut Failures) {
     let rows = String::from_utf8_lossy(&csv.stdout).into_owned();
     let lines: Vec<&str> = rows.lines().collect();
     failures.check(
-        csv.status.code() == Some(1) && lines.len() == 5,
+        csv.status.code() == Some(1) && lines.len() == 6,
         format!(
             "csv: one header and a row per file: {rows} {}",
             String::from_utf8_lossy(&csv.stderr)
@@ -399,12 +401,16 @@ pub fn check_submissions(failures: &mut Failures) {
         format!("dave's fork bomb is stopped and loses points: {rows}"),
     );
     failures.check(
+        lines.iter().any(|row| row.contains("erin.rs\",2,100,100")),
+        format!("erin reaps at once and writes her lines 100 ms later: full score: {rows}"),
+    );
+    failures.check(
         started.elapsed() < Duration::from_secs(120),
         "the fork bomb did not hold the grader up",
     );
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "labs: --dir with 4 submissions built and graded in {:.1} s",
+        "labs: --dir with 5 submissions built and graded in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
@@ -412,6 +418,30 @@ pub fn check_submissions(failures: &mut Failures) {
 /// A bounded fork bomb (300 sleeping children; an unbounded one would hurt the machine if
 /// the grader failed): the grader must kill the group above the lab's process bound, and
 /// the nothing-left check then finds none of them adopted by this runner.
+/// The solution, changed to write each batch of lines 100 ms after reaping it: the
+/// contract allows it, and the grader must wait for the lines rather than race them.
+fn late_reporter(solution: &str) -> String {
+    let text = std::fs::read_to_string(solution).expect("the reaper solution");
+    let late = text
+        .replacen(
+            "report.write_all(line.as_bytes())?;",
+            "late.push(line);",
+            1,
+        )
+        .replacen(
+            "        // ANCHOR: reap\n",
+            "        let mut late = Vec::new();\n",
+            1,
+        )
+        .replacen(
+            "        // ANCHOR_END: reap\n",
+            "        if !late.is_empty() {\n            std::thread::sleep(std::time::Duration::from_millis(100));\n            report.write_all(late.concat().as_bytes())?;\n        }\n",
+            1,
+        );
+    assert_eq!(late.matches("late").count(), 4, "the solution's reap loop changed");
+    late
+}
+
 const FORK_BOMB: &str = r#"
 fn main() {
     for _ in 0..300 {

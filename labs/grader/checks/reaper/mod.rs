@@ -139,7 +139,7 @@ pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result
         })
     };
     watch.until(session, &plan, Duration::from_secs(3), trickle_done);
-    check_statuses(&watch, &plan, 0..=6, "statuses", &mut findings);
+    check_statuses(session, &mut watch, &plan, 0..=6, "statuses", &mut findings);
     check_zombies(&watch, 0..=6, &mut findings);
 
     phases::burst(

@@ -74,7 +74,7 @@ pub fn burst(
             "{} of {} children that exited together stayed zombies {} ms after your program continued (pids {:?}): one SIGCHLD can stand for many exits; loop waitpid(-1, WNOHANG) until it returns 0",
             stayed.len(), burst_pids.len(), ZOMBIE_LIMIT.as_millis(), &stayed[..stayed.len().min(4)]));
     }
-    check_statuses(watch, plan, burst_ids(), "burst", findings);
+    check_statuses(session, watch, plan, burst_ids(), "burst", findings);
 }
 
 pub fn end_of_input(

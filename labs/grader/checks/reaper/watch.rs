@@ -14,6 +14,8 @@ use crate::checks::Findings;
 use crate::observe;
 use crate::session::Session;
 
+const REPORT_GRACE: Duration = Duration::from_secs(1);
+
 /// What the grader has seen of one child.
 pub struct Seen {
     pub id: u32,
@@ -88,6 +90,19 @@ impl Watch {
         }
     }
 
+    /// Samples until each of `ids` that is gone has its line on fd 3, or 1 s passes: a
+    /// program writes the line just after waitpid, so the grader can see the child gone
+    /// before the line comes (under load, a scheduling slice or more).
+    pub fn await_reports(&mut self, session: &mut Session, plan: &Plan, ids: &[u32]) {
+        self.until(session, plan, REPORT_GRACE, |watch| {
+            ids.iter().all(|&id| {
+                watch.pid_of(id).is_none_or(|pid| {
+                    watch.seen[&pid].gone.is_none() || watch.reports.contains_key(&pid)
+                })
+            })
+        });
+    }
+
     pub fn pid_of(&self, id: u32) -> Option<i32> {
         self.seen
             .iter()
@@ -122,13 +137,17 @@ pub fn id_of(pid: i32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Each child's line on fd 3 against the kernel's status, after waiting for late lines.
 pub fn check_statuses(
-    watch: &Watch,
+    session: &mut Session,
+    watch: &mut Watch,
     plan: &Plan,
     ids: impl Iterator<Item = u32>,
     check: &str,
     findings: &mut Findings,
 ) {
+    let ids: Vec<u32> = ids.collect();
+    watch.await_reports(session, plan, &ids);
     for id in ids {
         let Some(pid) = watch.pid_of(id) else {
             findings.fail(check, format!("child {id} (line `… --id {id}`) never started: run every line on stdin as a child"));
