@@ -115,6 +115,18 @@ pub fn wait_for_any() -> anyhow::Result<WaitStatus> {
     }
 }
 
+/// `waitpid(-1, WNOHANG)`: a child that has already ended, if any (`None` while all
+/// run). A parent that spins waiting for its workers to be ready asks this on each turn:
+/// a worker killed before it got ready would otherwise keep the parent spinning for ever.
+///
+/// # References: waitpid(2) WNOHANG
+pub fn ended_already() -> anyhow::Result<Option<WaitStatus>> {
+    match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => Ok(None),
+        other => other.map(Some).context("waitpid(-1, WNOHANG)"),
+    }
+}
+
 /// After an error: kills the children still running and reaps every child, so that a
 /// demo that fails leaves no process and no zombie behind. The children are found in
 /// `/proc/self/task/<pid>/children`; a kernel without that file gets a best effort.
