@@ -204,8 +204,8 @@ fn across_two_cpus_nearly_every_switch_is_voluntary() {
     let normal = modes(&["--mode", "cross-cpu"]);
     let batch = modes(&["--mode", "cross-cpu", "--policy", "batch"]);
     for mode in normal.iter().chain(&batch) {
-        let voluntary = per_side(&mode, "voluntary_switches");
-        let involuntary = per_side(&mode, "involuntary_switches");
+        let voluntary = per_side(mode, "voluntary_switches");
+        let involuntary = per_side(mode, "involuntary_switches");
         for side in 0..2 {
             assert!(
                 voluntary[side] * 10 >= (voluntary[side] + involuntary[side]) * 8,
