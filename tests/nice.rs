@@ -223,6 +223,39 @@ fn separate_sessions_share_equally_when_autogroup_is_on() {
     }
 }
 
+#[test]
+fn an_autogroups_own_nice_weighs_between_the_groups() {
+    // Exercise 5: `echo 10 > /proc/<pid>/autogroup` gives that worker's group nice 10 (the
+    // owner may raise it): from then on its group weighs 110 against the other's 1024.
+    if autogroup(std::process::id() as i32).is_none() || in_a_cpu_cgroup().is_some() {
+        eprintln!("skipped: no autogroups here");
+        return;
+    }
+    let _cpu = lock_cpu();
+    let mut demo = Running::start(
+        cargo_bin!("nice"),
+        &["--seconds", "2", "--nice", "0,0", "--sessions", "separate"],
+    );
+    let second = demo.wait_for_where("nice", |event| event["worker"] != Value::Null);
+    let second =
+        pid_of(&demo.wait_for_where("nice", |event| event["worker"] != second["worker"])["worker"]);
+    let leads = || proc_stat_field(second, 6) == Some(second.to_string());
+    assert!(
+        eventually(Duration::from_secs(5), leads),
+        "{second} calls setsid()"
+    );
+    let path = format!("/proc/{second}/autogroup");
+    std::fs::write(&path, "10").expect("write the autogroup's nice");
+    let group = std::fs::read_to_string(&path).expect("the autogroup");
+    assert!(group.trim_end().ends_with("nice 10"), "{group}");
+    let (status, events) = demo.finish();
+    assert!(status.success());
+    let summary = summary(&events);
+    let rows = shares(summary);
+    // 90.3 / 9.7 once set (within milliseconds of the release); 50/50 if it were not.
+    assert!(rows[1].1 < 0.2, "{summary}");
+}
+
 /// The cpu cgroup this test runs in, unless it is the root one (v1: a `cpu` controller
 /// line; v2: the unified line, if the cpu controller is enabled in that group).
 fn in_a_cpu_cgroup() -> Option<String> {
