@@ -127,6 +127,12 @@ fn the_kernel_sees_children_then_threads_and_sigterm_ends_both() {
         let mode = flags.lines().find_map(|line| line.strip_prefix("flags:"));
         let mode = u32::from_str_radix(mode.expect("flags").trim(), 8).expect("octal flags");
         assert_eq!(mode & 0o3, 0o0, "O_RDONLY: the read end ({flags})");
+        // Its page table is filled on demand for the parent's unwritten file pages, so its
+        // resident set starts smaller than the parent's.
+        let rss = |pid: i32| {
+            proc_status(pid, "VmRSS").and_then(|kb| kb.split(' ').next()?.parse::<u64>().ok())
+        };
+        assert!(rss(pid) < rss(me), "{:?} {:?}", rss(pid), rss(me));
     }
     assert_eq!(proc_status(me, "Threads").as_deref(), Some("1"));
 
@@ -312,4 +318,26 @@ fn strace_shows_the_clone_of_each_way() {
         .filter(|line| line.contains("execve(\"/bin/true\""))
         .count();
     assert_eq!(exec_true, 22, "fork+exec and command: {text}");
+}
+
+#[test]
+fn a_bin_true_that_fails_stops_the_demo_with_one_line() {
+    // In a mount namespace of its own (as root), /bin/true is /bin/false for the demo only.
+    let mut command = assert_cmd::Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c"]);
+    command.arg(r#"mount --bind /bin/false /bin/true || exit 99; exec "$0" --count 1 --idle 1"#);
+    let output = command
+        .arg(cargo_bin!("proc_vs_thread"))
+        .timeout(TIME_LIMIT)
+        .output()
+        .expect("run unshare");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.starts_with("unshare:") || output.status.code() == Some(99) {
+        eprintln!("skipped: no private mount namespace here: {stderr}");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("fork+exec: round 0: child"), "{stderr}");
+    assert!(stderr.contains("exited with status 1"), "{stderr}");
 }
