@@ -76,10 +76,13 @@ fn on_one_cpu_each_side_is_switched_out_at_least_once_per_round_trip() {
     // The byte cannot come back unless the partner runs, and on one CPU it can only run
     // if this side is switched out: at least one switch per round trip, on each side.
     // With the default policy some are involuntary (the woken partner preempts the writer).
-    for mode in modes(&["--mode", "same-cpu"]) {
+    // Two threads on one CPU likewise (the demo reads each thread's own counters, in
+    // /proc/<pid>/task/<tid>/status).
+    let threads = modes(&["--mode", "threads"]);
+    for mode in modes(&["--mode", "same-cpu"]).iter().chain(&threads) {
         let rounds = mode["rounds"].as_u64().expect("rounds");
-        let voluntary = per_side(&mode, "voluntary_switches");
-        let involuntary = per_side(&mode, "involuntary_switches");
+        let voluntary = per_side(mode, "voluntary_switches");
+        let involuntary = per_side(mode, "involuntary_switches");
         for side in 0..2 {
             let all = voluntary[side] + involuntary[side];
             assert!(all >= rounds, "side {side}: {mode}");
@@ -300,4 +303,41 @@ fn sched_batch_needs_no_privilege() {
     let events = run_json(demo, &args); // run_json sets the time limit
     assert_eq!(summary(&events)["policy"], "batch");
     assert_eq!(find(&events, "policy")["event"], "policy");
+}
+
+#[test]
+fn in_threads_mode_the_two_sides_are_two_tasks_of_one_process_on_one_cpu() {
+    let _cpu = CPU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut demo = Running::start(
+        cargo_bin!("ctx_switch"),
+        &["--mode", "threads", "--rounds", "10000000"],
+    );
+    demo.wait_for("method");
+    let me = demo.pid();
+    let tasks = || -> Vec<i32> {
+        let entries = std::fs::read_dir(format!("/proc/{me}/task")).expect("/proc/<pid>/task");
+        entries
+            .filter_map(|task| task.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || tasks().len() == 2),
+        "{:?}",
+        tasks()
+    );
+    let pinned = proc_status(me, "Cpus_allowed_list").expect("the demo's CPUs");
+    assert!(pinned.parse::<usize>().is_ok(), "one CPU: {pinned}");
+    for tid in tasks() {
+        assert_eq!(proc_status(tid, "Tgid"), Some(me.to_string()), "{tid}");
+        let place = || proc_status(tid, "Cpus_allowed_list") == Some(pinned.clone());
+        assert!(
+            eventually(Duration::from_secs(5), place),
+            "{tid} pins itself"
+        );
+    }
+    assert!(demo.children().is_empty(), "no process is forked");
+    demo.interrupt();
+    let (status, events) = demo.finish();
+    assert_interrupted_cleanly(status, &[]);
+    assert!(events.iter().all(|event| event["event"] != "summary"));
 }

@@ -149,6 +149,9 @@ fn the_kernel_shows_each_workers_nice_value_weight_and_cpu() {
         more.iter().sum::<u64>() > involuntary.iter().sum::<u64>(),
         "{more:?}"
     );
+    // The parent is not pinned (it may use the CPUs this test may) and sleeps meanwhile.
+    assert_eq!(proc_status(demo.pid(), "Cpus_allowed_list"), Some(allowed));
+    assert_eq!(proc_state(demo.pid()), Some('S'), "the parent sleeps");
     let (status, _) = demo.finish();
     assert!(status.success());
     for pid in workers {

@@ -104,8 +104,14 @@ fn the_kernel_sees_children_then_threads_and_sigterm_ends_both() {
     let pinned = proc_status(me, "Cpus_allowed_list").expect("the demo's CPUs");
     assert!(pinned.parse::<usize>().is_ok(), "one CPU: {pinned}");
     let parents_pipes = pipe_descriptors(me);
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).ok();
     for &pid in &children {
         assert_eq!(proc_status(pid, "PPid"), Some(me.to_string()), "{pid}");
+        assert_eq!(
+            cmdline(pid),
+            cmdline(me),
+            "{pid} is a copy: it did not exec"
+        );
         assert_eq!(proc_state(pid), Some('S'), "{pid} sleeps in read()");
         let wchan = proc_wchan(pid).unwrap_or_default();
         assert!(wchan.contains("pipe_read"), "{pid} sleeps in {wchan}");
