@@ -50,6 +50,8 @@ fn pinned_workers_in_one_session_share_the_cpu_by_weight() {
     let summary = summary(&events);
     assert_eq!(summary["pinned"], true);
     assert_eq!(summary["sessions"], "one");
+    let explain = find(&events, "explain")["text"].as_str().expect("text");
+    assert!(explain.starts_with("one CPU shared by weight"), "{explain}");
     let rows = shares(summary);
     assert_eq!(rows.len(), 2);
     // Weights 1024 and 335: 75.35% and 24.65%. Seen within 0.5 points over 5 s; 3 points
@@ -77,31 +79,99 @@ fn pinned_workers_in_one_session_share_the_cpu_by_weight() {
 }
 
 #[test]
-fn the_kernel_shows_each_workers_nice_value_and_cpu() {
+fn the_kernel_shows_each_workers_nice_value_weight_and_cpu() {
     let _cpu = lock_cpu();
-    let mut demo = Running::start(cargo_bin!("nice"), &["--seconds", "1", "--nice", "0,7,19"]);
+    let mut demo = Running::start(cargo_bin!("nice"), &["--seconds", "2", "--nice", "0,7,19"]);
     let pinned_cpu = demo.wait_for("setup")["cpu"].as_u64().expect("a cpu");
+    // The last CPU this process (and so the demo, which inherits it) may use.
+    let allowed = proc_status(std::process::id() as i32, "Cpus_allowed_list").expect("CPUs");
+    let last = allowed
+        .rsplit([',', '-'])
+        .next()
+        .expect("a CPU")
+        .parse::<u64>();
+    assert_eq!(
+        last,
+        Ok(pinned_cpu),
+        "pinned to the last usable CPU of {allowed}"
+    );
     demo.wait_for("start");
     let mut workers = Vec::new();
-    for nice in [0, 7, 19] {
+    for (nice, weight) in [(0, 1024), (7, 215), (19, 15)] {
         let pid = pid_of(&demo.wait_for_where("nice", |event| event["nice"] == nice)["worker"]);
         assert_eq!(
             proc_stat_field(pid, 19),
             Some(nice.to_string()),
             "nice of {pid}"
         );
+        // The weight the scheduler uses, with 10 more bits of precision on 64-bit machines.
+        if let Some(load) = proc_sched(pid, "se.load.weight") {
+            assert_eq!(load, (weight << 10).to_string(), "weight of {pid}");
+        }
         assert_eq!(
             proc_status(pid, "Cpus_allowed_list"),
             Some(pinned_cpu.to_string()),
             "{pid} is pinned"
         );
+        // Field 39: the CPU it last ran on.
+        assert_eq!(
+            proc_stat_field(pid, 39),
+            Some(pinned_cpu.to_string()),
+            "{pid}"
+        );
+        // In the demo's session: the demo's autogroup (where the kernel has autogroups).
+        if let Some(group) = autogroup(demo.pid()) {
+            assert_eq!(autogroup(pid), Some(group), "{pid}");
+        }
         workers.push(pid);
     }
+    // Released, a worker spins and never blocks again: its voluntary switches stay where
+    // they are, while the three preempt one another on their one CPU (involuntary).
+    let switches = |field: &str| -> Vec<u64> {
+        let count = |&pid: &i32| proc_status(pid, field).and_then(|n| n.parse().ok());
+        workers
+            .iter()
+            .map(|pid| count(pid).expect("a count"))
+            .collect()
+    };
+    let (voluntary, involuntary) = (
+        switches("voluntary_ctxt_switches"),
+        switches("nonvoluntary_ctxt_switches"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        switches("voluntary_ctxt_switches"),
+        voluntary,
+        "a spinning worker blocked"
+    );
+    let more = switches("nonvoluntary_ctxt_switches");
+    assert!(
+        more.iter().sum::<u64>() > involuntary.iter().sum::<u64>(),
+        "{more:?}"
+    );
+    // The parent is not pinned (it may use the CPUs this test may) and sleeps meanwhile.
+    assert_eq!(proc_status(demo.pid(), "Cpus_allowed_list"), Some(allowed));
+    assert_eq!(proc_state(demo.pid()), Some('S'), "the parent sleeps");
     let (status, _) = demo.finish();
     assert!(status.success());
     for pid in workers {
         assert_eq!(proc_state(pid), None, "worker {pid} is reaped");
     }
+}
+
+/// A field of `/proc/<pid>/sched` (the scheduler's debug view), or None.
+fn proc_sched(pid: i32, field: &str) -> Option<String> {
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/sched")).ok()?;
+    sched.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key.trim() == field).then(|| value.trim().to_owned())
+    })
+}
+
+/// The autogroup of `pid` (`/autogroup-140`), from `/proc/<pid>/autogroup`, or None.
+fn autogroup(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok()?;
+    Some(text.split_whitespace().next()?.to_owned())
 }
 
 #[test]
@@ -122,6 +192,7 @@ fn separate_sessions_share_equally_when_autogroup_is_on() {
         &["--seconds", "1", "--nice", "0,10", "--sessions", "separate"],
     );
     demo.wait_for("start");
+    let mut groups = Vec::new();
     for nice in [0, 10] {
         // Each worker leads a session of its own: session id = its pid. It calls setsid()
         // itself before it waits for the start, so the test may look a moment early.
@@ -131,15 +202,61 @@ fn separate_sessions_share_equally_when_autogroup_is_on() {
             eventually(Duration::from_secs(5), leads_its_session),
             "{pid}"
         );
+        // A session of its own is an autogroup of its own, neither the demo's nor another's.
+        let group = autogroup(pid).expect("/proc/<pid>/autogroup");
+        assert_ne!(Some(&group), autogroup(demo.pid()).as_ref(), "{pid}");
+        assert!(!groups.contains(&group), "{pid}: {group} {groups:?}");
+        groups.push(group);
     }
     let (status, events) = demo.finish();
     assert!(status.success());
+    let explain = find(&events, "explain")["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(
+        explain.contains("autogroups share the CPU equally"),
+        "{explain}"
+    );
     let summary = summary(&events);
     assert_eq!(summary["autogroup"], true);
     for (predicted, measured, _) in shares(summary) {
         // Weights would say 90.3% and 9.7%; groups compete as equals.
         assert!((measured - 0.5).abs() < 0.05, "{predicted}: {summary}");
     }
+}
+
+#[test]
+fn an_autogroups_own_nice_weighs_between_the_groups() {
+    // Exercise 5: `echo 10 > /proc/<pid>/autogroup` gives that worker's group nice 10 (the
+    // owner may raise it): from then on its group weighs 110 against the other's 1024.
+    if autogroup(std::process::id() as i32).is_none() || in_a_cpu_cgroup().is_some() {
+        eprintln!("skipped: no autogroups here");
+        return;
+    }
+    let _cpu = lock_cpu();
+    let mut demo = Running::start(
+        cargo_bin!("nice"),
+        &["--seconds", "2", "--nice", "0,0", "--sessions", "separate"],
+    );
+    let second = demo.wait_for_where("nice", |event| event["worker"] != Value::Null);
+    let second =
+        pid_of(&demo.wait_for_where("nice", |event| event["worker"] != second["worker"])["worker"]);
+    let leads = || proc_stat_field(second, 6) == Some(second.to_string());
+    assert!(
+        eventually(Duration::from_secs(5), leads),
+        "{second} calls setsid()"
+    );
+    let path = format!("/proc/{second}/autogroup");
+    std::fs::write(&path, "10").expect("write the autogroup's nice");
+    let group = std::fs::read_to_string(&path).expect("the autogroup");
+    assert!(group.trim_end().ends_with("nice 10"), "{group}");
+    let (status, events) = demo.finish();
+    assert!(status.success());
+    let summary = summary(&events);
+    let rows = shares(summary);
+    // 90.3 / 9.7 once set (within milliseconds of the release); 50/50 if it were not.
+    assert!(rows[1].1 < 0.2, "{summary}");
 }
 
 /// The cpu cgroup this test runs in, unless it is the root one (v1: a `cpu` controller
@@ -208,6 +325,46 @@ fn negative_nice_works_with_cap_sys_nice() {
     let _cpu = lock_cpu();
     let events = run_json(demo(), &["--nice", "-5,0", "--seconds", "0.3"]);
     assert_eq!(summary(&events)["rows"][0]["weight"], 3121);
+}
+
+#[test]
+fn started_under_nice_5_without_cap_sys_nice_even_nice_0_is_refused() {
+    // The workers start at the demo's nice, 5: 0 would lower it, which needs CAP_SYS_NICE.
+    let mut command = assert_cmd::Command::new("nice");
+    command.args(["-n", "5"]);
+    if have_cap_sys_nice() {
+        command.args([
+            "setpriv",
+            "--bounding-set=-sys_nice",
+            "--inh-caps=-sys_nice",
+            "--",
+        ]);
+    }
+    let output = command
+        .arg(cargo_bin!("nice"))
+        .args(["--json", "--nice", "0", "--seconds", "0.2"])
+        .timeout(TIME_LIMIT)
+        .assert()
+        .code(1)
+        .stderr(contains("a worker starts at this process's nice (5)"))
+        .stderr(contains("try values of 5 or more"))
+        .get_output()
+        .clone();
+    let setup: Value =
+        serde_json::from_slice(output.stdout.split(|&b| b == b'\n').next().expect("a line"))
+            .expect("the setup event");
+    assert_eq!(setup["own_nice"], 5, "{setup}");
+}
+
+#[test]
+fn two_workers_at_nice_19_still_split_the_cpu_equally() {
+    // Only ratios of weights count: 15 : 15 is 50/50, as 1024 : 1024 is.
+    let _cpu = lock_cpu();
+    let events = run_json(demo(), &["--seconds", "1", "--nice", "19,19"]);
+    for (predicted, measured, _) in shares(summary(&events)) {
+        assert!((predicted - 0.5).abs() < 1e-9);
+        assert!((measured - 0.5).abs() < 0.05, "{measured}");
+    }
 }
 
 #[test]
