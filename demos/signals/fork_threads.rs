@@ -132,8 +132,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// then run echo with Command and fork a child that only calls write(2) and _exit(2).
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  fork_threads\n  fork_threads --deadline 30     \
-                        (then: grep Threads /proc/<child>/status)"
+    after_help = "Examples:\n  fork_threads\n  fork_threads --deadline 10     \
+                        # then: grep Threads /proc/<child>/status"
 )]
 struct Args {
     /// How long the parent gives the child to print before it kills it (0-60 s).

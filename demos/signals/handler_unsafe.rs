@@ -151,8 +151,8 @@ fn storm(child: Pid, hold: Duration) -> anyhow::Result<bool> {
 /// reaps it), then its handler only counts (it survives a second of signals).
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  handler_unsafe\n  handler_unsafe --hold 30     \
-                        (then: cat /proc/<child>/wchan)"
+    after_help = "Examples:\n  handler_unsafe\n  handler_unsafe --hold 10     \
+                        # then: cat /proc/<child>/wchan"
 )]
 struct Args {
     /// How long the hung child is left hanging before it is killed (0-60 s).
