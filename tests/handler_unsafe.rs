@@ -40,7 +40,7 @@ fn the_allocating_handler_hangs_the_child_and_the_counting_one_does_not() {
     let events = run_json(demo(), &[]);
     assert_eq!(summary(&events)["hung"], json!([true, false]));
     let hung = find(&events, "hung");
-    assert_eq!(hung["state"], "S", "{hung}");
+    assert_eq!(hung["state"], "S (sleeping)", "{hung}");
     assert!(
         hung["wchan"]
             .as_str()

@@ -71,10 +71,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let view = inspect::inspect(pid)?;
     let wchan = inspect::wchan(pid).unwrap_or_default();
     event("stuck")
-        .fields(json!({"child": pid, "state": view.state.to_string(), "wchan": wchan,
-            "child_threads": view.threads, "parent_threads": threads}))
+        .fields(
+            json!({"child": pid, "state": view.state.to_string(), "wchan": wchan,
+            "child_threads": view.threads, "parent_threads": threads}),
+        )
         .say(format!(
-            "after {:?}, kernel says {child} is {} in {wchan}, with {} thread (the parent has {threads})",
+            "after {:?}, kernel says {child} is {} in {wchan}, with {} thread \
+             (the parent has {threads})",
             args.deadline,
             view.state_in_words(),
             view.threads

@@ -1,9 +1,9 @@
 //! handler_unsafe — a handler that calls malloc hangs the process it interrupts.
 //!
-//! Demonstrates: glibc's malloc holds a lock that is not re-entrant; a handler that
-//! allocates, run while the main flow is inside malloc, waits for ever for a lock its own
-//! thread holds (the kernel shows it asleep on a futex, using no CPU, SIGUSR1 blocked). A
-//! handler that only adds to an atomic, leaving the work to the main flow, survives.
+//! Demonstrates: a handler that allocates, run while the main flow is inside malloc, waits
+//! for ever for the lock (glibc's arena mutex, not re-entrant) its own thread holds: the
+//! kernel shows it asleep on a futex, SIGUSR1 blocked, no CPU used. A handler that only
+//! adds to an atomic, leaving the work to the main flow, survives the same signals.
 //! Run:     cargo run --bin handler_unsafe
 //! Observe: the first child stops counting, asleep in futex_wait; the second goes on.
 //! Book:    book/src/signals/signals.md
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use libc::SIGUSR1;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::narrate::event;
@@ -27,47 +28,43 @@ fn main() -> ExitCode {
     cli::run_stoppable(|| run(&args))
 }
 
-/// Above the per-thread cache's sizes, below mmap's: malloc and free take the arena lock.
-const BUFFER: usize = 64 * 1024;
-/// How long each child loops (and the parent sends signals), unless it hangs.
-const STORM: Duration = Duration::from_secs(1);
-
-// ANCHOR: handlers
-/// The bug: malloc in a handler. If the signal came while the main flow was inside
-/// malloc or free, the arena's lock is held — by this thread, which now waits for it.
-extern "C" fn allocate(_signo: libc::c_int) {
-    black_box(vec![0u8; BUFFER]); // calloc, then free: both take the arena's lock
-}
-
-/// Requests counted by the safe handler, taken by the main flow.
-static REQUESTS: AtomicU64 = AtomicU64::new(0);
-
-/// The fix: one atomic add, which is async-signal-safe; the main flow does the work.
-extern "C" fn count(_signo: libc::c_int) {
-    REQUESTS.fetch_add(1, SeqCst);
-}
-// ANCHOR_END: handlers
-
 fn run(args: &Args) -> anyhow::Result<()> {
     let parent = getpid();
     let mut hung = Vec::new();
-    for handler in [allocate as extern "C" fn(_), count] {
+    for (name, handler) in [("allocate", allocate as extern "C" fn(_)), ("count", count)] {
         // SAFETY: single-threaded here; the child starts and joins one thread, installs
         // a handler, allocates in a loop for a second, narrates, and calls _exit.
         let child = match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(parent, || allocate_in_loop(handler)),
             ForkResult::Parent { child } => child,
         };
-        hung.push(storm(child, args.hold)?);
+        hung.push(storm(child, name, args.hold)?);
     }
+    let [allocating, counting] = [hung[0], hung[1]];
     event("summary").field("hung", &hung).say(format!(
-        "summary: the handler that allocates hung: {}; the one that counts: {}",
-        hung[0], hung[1]
+        "summary: the handler that allocates hung: {allocating}; the one that counts: {counting}"
     ));
     Ok(())
 }
 
+/// Above the per-thread cache's sizes, below mmap's: malloc and free take the arena lock.
+const BUFFER: usize = 64 * 1024;
+const STORM: Duration = Duration::from_secs(1); // how long each child loops, unless it hangs
+
 // ANCHOR: child
+/// The bug: malloc in a handler. If the signal came while the main flow was inside
+/// malloc or free, the arena's lock is held — by this thread, which now waits for it.
+extern "C" fn allocate(_signo: libc::c_int) {
+    black_box(vec![0u8; BUFFER]); // calloc, then free: both take the arena's lock
+}
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0); // counted by `count`, taken by the main flow
+
+/// The fix: one atomic add, which is async-signal-safe; the main flow does the work.
+extern "C" fn count(_signo: libc::c_int) {
+    REQUESTS.fetch_add(1, SeqCst);
+}
+
 fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> {
     narrate::set_role("child");
     // glibc's malloc skips its lock while a process has only ever had one thread; after
@@ -84,14 +81,13 @@ fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> 
     let (deadline, mut handled) = (Instant::now() + STORM, 0);
     while Instant::now() < deadline {
         black_box(Vec::<u8>::with_capacity(BUFFER)); // malloc and free: the lock, often
-        let requests = REQUESTS.swap(0, SeqCst);
-        if requests > 0 {
+        if REQUESTS.swap(0, SeqCst) > 0 {
             black_box(vec![0u8; BUFFER]); // the handler's work, done here, safely
-            handled += requests;
+            handled += 1;
         }
     }
     event("survived").field("handled", handled).say(format!(
-        "survived {STORM:?} of signals; the main flow did the work of {handled}"
+        "survived {STORM:?} of signals; the main flow did the handler's work {handled} times"
     ));
     Ok(0)
 }
@@ -100,14 +96,13 @@ fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> 
 // ANCHOR: storm
 /// Sends SIGUSR1 every 100 µs or so until the child ends, and every 50 signals looks at
 /// it from outside. Returns whether it hung: no CPU time used, asleep on a futex.
-fn storm(child: Pid, hold: Duration) -> anyhow::Result<bool> {
+fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
     let pid = child.as_raw();
-    let caught =
-        || sigstate::signal_sets(pid).is_ok_and(|s| sigstate::contains(s.caught, libc::SIGUSR1));
+    let caught = || sigstate::signal_sets(pid).is_ok_and(|s| sigstate::contains(s.caught, SIGUSR1));
     sigstate::wait_until(caught, "the child has its handler")?; // SigCgt has SIGUSR1
-    event("storm")
-        .field("child", pid)
-        .say(format!("kill({child}, SIGUSR1) every 100 µs"));
+    event("storm").field("child", pid).say(format!(
+        "child {child} (handler: {handler}): kill(SIGUSR1) every 100 µs"
+    ));
     let (mut sent, mut cpu_ns) = (0u64, 0);
     let hung = loop {
         signals::bail_if_stopped()?;
@@ -123,17 +118,13 @@ fn storm(child: Pid, hold: Duration) -> anyhow::Result<bool> {
         }
     };
     if hung {
-        let (state, wchan) = (inspect::inspect(pid)?.state, inspect::wchan(pid));
-        let in_handler = sigstate::contains(sigstate::signal_sets(pid)?.blocked, libc::SIGUSR1);
+        let state = inspect::inspect(pid)?.state_in_words(); // "S (sleeping)"
+        let wchan = inspect::wchan(pid).unwrap_or_default();
+        let blocked = sigstate::contains(sigstate::signal_sets(pid)?.blocked, SIGUSR1);
+        let text = format!("no progress after {sent} signals: kernel says {state} in {wchan}");
         event("hung")
-            .fields(json!({"state": state.to_string(), "wchan": wchan,
-                "sigusr1_blocked": in_handler, "sent": sent}))
-            .say(format!(
-                "no progress after {sent} signals: kernel says {state} ({}) in {}, \
-                 SIGUSR1 blocked: {in_handler}",
-                inspect::state_word(state),
-                wchan.unwrap_or_default()
-            ));
+            .fields(json!({"state": state, "wchan": wchan, "sigusr1_blocked": blocked}))
+            .say(format!("{text}, SIGUSR1 blocked: {blocked}"));
         signals::sleep(hold); // time to look: cat /proc/<child>/wchan
         kill(child, Signal::SIGKILL).context("kill(SIGKILL)")?; // nothing else ends it
     }
@@ -147,8 +138,7 @@ fn storm(child: Pid, hold: Duration) -> anyhow::Result<bool> {
 // ANCHOR_END: storm
 
 /// Fork a child that allocates in a loop and send it SIGUSR1 as fast as possible, twice:
-/// its handler allocates (it soon hangs: the parent sees it asleep on a futex, kills and
-/// reaps it), then its handler only counts (it survives a second of signals).
+/// with a handler that allocates (it hangs; it is killed), then one that counts.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  handler_unsafe\n  handler_unsafe --hold 10     \
