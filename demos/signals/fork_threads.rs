@@ -44,9 +44,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR_END: holder
     let parent = getpid();
     let threads = inspect::inspect(parent.as_raw())?.threads;
-    event("holding")
-        .field("threads", threads)
-        .say(format!("{threads} threads; the second holds stdout's lock"));
+    let text = format!("{threads} threads; the second holds stdout's lock");
+    event("holding").field("threads", threads).say(text);
     // ANCHOR: fork
     // SAFETY: NOT single-threaded — the lesson. The child runs proclab's child set-up
     // (which allocates: glibc's fork leaves malloc usable) and println!, which waits for
@@ -70,23 +69,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(inspect::running(pid), "{child} ended before the deadline");
     let view = inspect::inspect(pid)?;
     let wchan = inspect::wchan(pid).unwrap_or_default();
-    event("stuck")
-        .fields(
-            json!({"child": pid, "state": view.state.to_string(), "wchan": wchan,
-            "child_threads": view.threads, "parent_threads": threads}),
-        )
-        .say(format!(
-            "after {:?}, kernel says {child} is {} in {wchan}, with {} thread \
-             (the parent has {threads})",
-            args.deadline,
-            view.state_in_words(),
-            view.threads
-        ));
+    let fields = json!({"child": pid, "state": view.state.to_string(), "wchan": wchan,
+        "child_threads": view.threads, "parent_threads": threads});
+    event("stuck").fields(fields).say(format!(
+        "after {:?}, kernel says {child} is {} in {wchan}, with {} thread \
+         (the parent has {threads})",
+        args.deadline,
+        view.state_in_words(),
+        view.threads
+    ));
     kill(child, Signal::SIGKILL).context("kill(SIGKILL)")?; // nothing else ends it
     let ended = child::describe(&child::wait_or_kill(child)?);
-    event("reaped")
-        .field("status", &ended)
-        .say(format!("waitpid({child}) -> {ended}"));
+    let text = format!("waitpid({child}) -> {ended}");
+    event("reaped").field("status", &ended).say(text);
     // ANCHOR: safe
     let echo = Command::new("echo")
         .arg("hello")

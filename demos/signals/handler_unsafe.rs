@@ -41,9 +41,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         hung.push(storm(child, name, args.hold)?);
     }
     let [allocating, counting] = [hung[0], hung[1]];
-    event("summary").field("hung", &hung).say(format!(
-        "summary: the handler that allocates hung: {allocating}; the one that counts: {counting}"
-    ));
+    let text = format!("summary: hung with allocate: {allocating}; with count: {counting}");
+    event("summary").field("hung", &hung).say(text);
     Ok(())
 }
 
@@ -86,9 +85,8 @@ fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> 
             handled += 1;
         }
     }
-    event("survived").field("handled", handled).say(format!(
-        "survived {STORM:?} of signals; the main flow did the handler's work {handled} times"
-    ));
+    let text = format!("survived {STORM:?} of signals; did the handler's work {handled} times");
+    event("survived").field("handled", handled).say(text);
     Ok(0)
 }
 // ANCHOR_END: child
@@ -99,10 +97,9 @@ fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> 
 fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
     let pid = child.as_raw();
     let caught = || sigstate::signal_sets(pid).is_ok_and(|s| sigstate::contains(s.caught, SIGUSR1));
-    sigstate::wait_until(caught, "the child has its handler")?; // SigCgt has SIGUSR1
-    event("storm").field("child", pid).say(format!(
-        "child {child} (handler: {handler}): kill(SIGUSR1) every 100 µs"
-    ));
+    sigstate::wait_until(|| caught() || !inspect::running(pid), "its handler")?; // in SigCgt
+    let text = format!("child {child} (handler: {handler}): kill(SIGUSR1) every 100 µs");
+    event("storm").field("child", pid).say(text);
     let (mut sent, mut cpu_ns) = (0u64, 0);
     let hung = loop {
         signals::bail_if_stopped()?;
@@ -129,9 +126,8 @@ fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
         kill(child, Signal::SIGKILL).context("kill(SIGKILL)")?; // nothing else ends it
     }
     let ended = child::describe(&child::wait_or_kill(child)?);
-    event("reaped")
-        .field("status", &ended)
-        .say(format!("waitpid({child}) -> {ended}"));
+    let text = format!("waitpid({child}) -> {ended}");
+    event("reaped").field("status", &ended).say(text);
     anyhow::ensure!(hung || ended.ends_with("status 0"), "{child} {ended}");
     Ok(hung)
 }
@@ -140,10 +136,7 @@ fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
 /// Fork a child that allocates in a loop and send it SIGUSR1 as fast as possible, twice:
 /// with a handler that allocates (it hangs; it is killed), then one that counts.
 #[derive(Parser)]
-#[command(
-    after_help = "Examples:\n  handler_unsafe\n  handler_unsafe --hold 10     \
-                        # then: cat /proc/<child>/wchan"
-)]
+#[command(after_help = "Examples:\n  handler_unsafe\n  handler_unsafe --hold 10  # look in /proc")]
 struct Args {
     /// How long the hung child is left hanging before it is killed (0-60 s).
     #[arg(long, value_name = "SECONDS", default_value = "0",
