@@ -47,9 +47,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let text = format!("{threads} threads; the second holds stdout's lock");
     event("holding").field("threads", threads).say(text);
     // ANCHOR: fork
-    // SAFETY: NOT single-threaded — the lesson. The child runs proclab's child set-up
-    // (which allocates: glibc's fork leaves malloc usable) and println!, which waits for
-    // ever for the lock the printer thread held; the parent kills it after `deadline`.
+    // SAFETY: NOT single-threaded: proclab's rule broken on purpose, the lesson. The child
+    // runs proclab's child set-up (it allocates: glibc's fork leaves malloc usable) and
+    // println!, which waits for ever for the printer thread's lock; the parent kills it.
     let child = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(parent, || {
             narrate::set_role("child");
@@ -95,8 +95,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             echo.status
         ));
     let (read_end, write_end) = pipe().context("pipe")?;
-    // SAFETY: not single-threaded either, but the child calls only write(2) and _exit(2),
-    // which are async-signal-safe: it takes no lock.
+    // SAFETY: not single-threaded either (the rule broken again), but the child calls only
+    // write(2) and _exit(2), which are async-signal-safe: it takes no lock.
     let writer = match unsafe { fork() }.context("fork")? {
         // SAFETY: write(2) of a static string, then _exit(2): async-signal-safe calls.
         ForkResult::Child => unsafe {
