@@ -32,6 +32,8 @@ const PROGRAMS: &[(&str, &[&str], f64)] = &[
     ("signal_handler", &[], 0.3),
     ("signal_mask", &["--hold", "1"], 1.0),
     ("sigsuspend", &["--alarm", "1"], 1.0),
+    ("handler_unsafe", &[], 1.0),
+    ("fork_threads", &["--deadline", "1"], 1.0),
     ("pipe", &["--records", "500000"], 0.8),
     ("pipe_capacity", &[], 0.1),
     ("pipe_atomic", &[], 1.0),
