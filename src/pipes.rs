@@ -7,11 +7,40 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getpid};
+use serde::{Deserialize, Serialize};
 
 use crate::cli;
 use crate::inspect::{ProcView, fd_target, inspect, wchan};
 use crate::narrate::event;
+use crate::record::Tally;
+
+/// What pipe's reading child reports to the parent, through a result pipe.
+#[derive(Serialize, Deserialize)]
+pub struct ReaderReport {
+    pub tally: Tally,
+    pub eof: bool,  // it saw EOF
+    pub hang: bool, // it waited for EOF in vain until it closed its forgotten write end
+}
+
+impl ReaderReport {
+    /// Narrates pipe's `summary`: the tally, `eof_seen`, `hang_detected` (only with
+    /// --forget-close) and how the reader ended (`reader`).
+    pub fn say_summary(&self, reader: &WaitStatus, forget_close: bool) {
+        let (tally, eof_seen) = (self.tally, self.eof);
+        let mut summary = event("summary").fields(tally).field("eof_seen", eof_seen);
+        if forget_close {
+            summary = summary.field("hang_detected", self.hang);
+        }
+        let (sent, got, once) = (tally.sent, tally.received, tally.exactly_once());
+        let said =
+            format!("summary: sent {sent}, received {got} (exactly once: {once}), EOF seen: ");
+        summary
+            .field("reader", crate::child::describe(reader))
+            .say(said + &eof_seen.to_string());
+    }
+}
 
 /// Says, as a `hang` event, from /proc/self/fd, that the write end keeping the pipe open
 /// (no data and no EOF for `timeout`) is the reader's own, copied by fork.
