@@ -1,5 +1,5 @@
 //! pipes — plumbing of the pipe programs (pipe, pipe_capacity, pipe_atomic, sigpipe,
-//! pipe_bandwidth).
+//! pipe_bandwidth, pipe_deadlock).
 //!
 //! The programs write out pipe, close, fork, write, read and fcntl themselves; what is here
 //! only reads /proc, parses an option or waits for a moment worth narrating.
@@ -117,4 +117,52 @@ pub fn pipe_size(text: &str) -> Result<u64, String> {
         Ok(asked) if asked > max => Err(format!("exceeds /proc/sys/fs/pipe-max-size ({max})")),
         _ => Err(format!("not a size from 4096 to {max} bytes")),
     }
+}
+
+/// pipe_deadlock's watchdog: polls /proc (state and wchan) until every side has slept in
+/// a pipe write for `limit` in a row, and narrates `deadlock`; returns the kernel function
+/// they sleep in, or None if they did not (a side died, 10 s more went by, or Ctrl-C came).
+///
+/// # References: proc_pid_stat(5), proc_pid_wchan(5), pipe(7)
+pub fn watch_for_deadlock(
+    sides: &[(&str, Pid)],
+    limit: Duration,
+) -> anyhow::Result<Option<String>> {
+    let mut since: Option<Instant> = None;
+    let deadline = Instant::now() + limit + Duration::from_secs(10);
+    while Instant::now() < deadline && crate::signals::stop_requested().is_none() {
+        let places: Vec<String> = sides
+            .iter()
+            .map(|(_, pid)| wchan(pid.as_raw()).unwrap_or_default())
+            .collect();
+        let states: Vec<char> = sides
+            .iter()
+            .map(|(_, pid)| inspect(pid.as_raw()).map_or('?', |view| view.state))
+            .collect();
+        if states.contains(&'Z') {
+            return Ok(None); // a side died (killed): no deadlock left to watch
+        }
+        let all_asleep = states.iter().all(|&state| state == 'S')
+            && places.iter().all(|place| place.contains("pipe_write"));
+        match (all_asleep, since) {
+            (false, _) => since = None,
+            (true, None) => since = Some(Instant::now()),
+            (true, Some(start)) if start.elapsed() >= limit => {
+                let pids: Vec<String> = sides
+                    .iter()
+                    .map(|(name, pid)| format!("{name} {pid}"))
+                    .collect();
+                event("deadlock").field("wchan", &places[0]).say(format!(
+                    "kernel says {} are both S (sleeping) in {} for {limit:?}: each waits for the other \
+                     to read -- a deadlock. Killing both.",
+                    pids.join(" and "),
+                    places[0]
+                ));
+                return Ok(Some(places[0].clone()));
+            }
+            (true, Some(_)) => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(None)
 }

@@ -16,8 +16,11 @@ use nix::sys::stat::Mode;
 
 use crate::child::Spawned;
 use crate::inspect::running;
+use crate::measure::median;
+use crate::narrate::event;
 use crate::record::{Found, Ledger, Tag, Tally};
 use crate::signals;
+use serde_json::json;
 
 /// Creates the queue `name`, exclusively (EEXIST if it exists), mode 0600, for reading
 /// and writing, holding `capacity` messages of at most `size` bytes. The attributes are
@@ -116,6 +119,88 @@ pub fn lost(producers: &[Spawned], got: &[u64], messages: u64) -> Option<String>
         "producer {} ended after {n} of its {messages} messages: giving up",
         producer.pid
     ))
+}
+
+/// Narrates `mq_open` for a queue created as mqueue writes it out (O_CREAT | O_EXCL |
+/// O_RDWR, 0600), with `then` after the call ("" or ", then mq_unlink").
+///
+/// # References: mq_open(3)
+pub fn say_opened(name: &str, capacity: i64, size: usize, then: &str) {
+    event("mq_open")
+        .field("name", name)
+        .field("max_messages", capacity)
+        .field("message_size", size)
+        .say(format!(
+            "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {capacity}, msgsize {size}}}){then}"
+        ));
+}
+
+/// Narrates mqueue's `forked`: the pids of the consumers and of the producers.
+pub fn say_forked(consumers: &[Spawned], producers: &[Spawned]) {
+    let pids = |of: &[Spawned]| -> Vec<i32> { of.iter().map(|child| child.pid.as_raw()).collect() };
+    let (c, p) = (consumers.len() as u64, producers.len() as u64);
+    let (consumers_said, producers_said) = (counted(c, "consumer"), counted(p, "producer"));
+    event("forked")
+        .field("consumers", pids(consumers))
+        .field("producers", pids(producers))
+        .say(format!("forked {consumers_said} and {producers_said}"));
+}
+
+/// Narrates mqueue's `summary`: the tally of `account`, the messages `left` in the queue
+/// (mq_getattr's mq_curmsgs) and the rate over `seconds`.
+pub fn say_mqueue_summary(producers: u32, consumers: u32, tally: Tally, left: i64, seconds: f64) {
+    let (sent, received, in_order) = (tally.sent, tally.received, tally.in_order);
+    let (once, rate) = (tally.exactly_once(), received as f64 / seconds);
+    event("summary")
+        .field("producers", producers)
+        .field("consumers", consumers)
+        .fields(tally)
+        .field("order_ok", in_order)
+        .field("left_in_queue", left)
+        .field("messages_per_s", rate)
+        .say(format!(
+            "summary: sent {sent}, received {received} exactly once: {once}; order kept per \
+             producer: {in_order}; left in queue: {left}; {rate:.0} messages/s"
+        ));
+}
+
+/// mq_vs_pipe's rates, per round, through the queue and through the pipe.
+#[derive(Default)]
+pub struct Rates {
+    pub queue: Vec<f64>,
+    pub pipe: Vec<f64>,
+}
+
+impl Rates {
+    /// Notes one round and narrates it (`pipe`, with the pipe's count `piped`).
+    pub fn note(&mut self, round: usize, queue: f64, pipe: f64, piped: u64) {
+        let said = format!(
+            "round {round}: {queue:.0} messages/s through the queue, {pipe:.0} through a pipe"
+        );
+        let measured = json!({"round": round, "messages_per_s": pipe, "received": piped});
+        let measured = event("pipe").fields(measured);
+        measured.field("queue_messages_per_s", queue).say(said);
+        self.queue.push(queue);
+        self.pipe.push(pipe);
+    }
+
+    /// Narrates mq_vs_pipe's `summary`: the last round's tally, whether every round was
+    /// exactly once, the messages `left` in the queue, and the medians of the rounds.
+    pub fn say_summary(self, tally: Tally, once: bool, left: i64, producers: u32) {
+        let (rate, pipe_rate) = (median(&self.queue), median(&self.pipe));
+        let (received, rounds) = (tally.received, self.queue.len());
+        let said = format!(
+            "summary: each round received {received} exactly once: {once}; left in queue: \
+            {left}; medians of {rounds}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a \
+            pipe: {}",
+            compared("the queue", rate, pipe_rate)
+        );
+        let rates = json!({"rounds": rounds, "messages_per_s": rate, "pipe_messages_per_s": pipe_rate,
+            "queue_rates": self.queue, "pipe_rates": self.pipe, "queue_vs_pipe": rate / pipe_rate,
+            "producers": producers, "consumers": 1, "left_in_queue": left});
+        let summary = event("summary").fields(tally).fields(rates);
+        summary.field("every_round_exactly_once", once).say(said);
+    }
 }
 
 // ANCHOR: account
