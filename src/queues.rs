@@ -203,6 +203,51 @@ impl Rates {
     }
 }
 
+/// Narrates mq_priorities' `hold`: the full queue is kept, name and all, for a look.
+pub fn say_holding(name: &str, hold: Duration) {
+    let seconds = hold.as_secs_f64();
+    event("hold")
+        .field("name", name)
+        .field("seconds", seconds)
+        .say(format!(
+            "holding it {seconds}s: with /dev/mqueue mounted, cat /dev/mqueue{name}"
+        ));
+}
+
+/// Narrates mq_priorities' `summary`: the messages `received` as (seq, priority) in the
+/// order they came out, against the `sent` messages of `size` bytes: each exactly once,
+/// in priority order (`priority_order_ok`), each with the priority `sent_with` gave it;
+/// `left` in the queue.
+pub fn say_priorities_summary(
+    received: &[(u64, u32)],
+    (sent, size): (u64, usize),
+    priority_order_ok: bool,
+    sent_with: impl Fn(u64) -> u32,
+    left: i64,
+) {
+    let mut ledger = Ledger::new();
+    for &(seq, _) in received {
+        ledger.note(&Found::Record(Tag { writer: 0, seq }, size));
+    }
+    let mut tally = ledger.check(&[sent]);
+    tally.in_order = priority_order_ok; // the order a priority queue promises
+    let priorities_kept = received
+        .iter()
+        .all(|&(seq, priority)| priority == sent_with(seq));
+    event("summary")
+        .field("producers", 1)
+        .field("consumers", 1)
+        .fields(tally)
+        .field("order_ok", priority_order_ok)
+        .field("priorities_kept", priorities_kept)
+        .field("priority_order_ok", priority_order_ok)
+        .field("left_in_queue", left)
+        .say(format!(
+            "summary: {} messages out, highest priority first and FIFO within a priority: {priority_order_ok}",
+            tally.received
+        ));
+}
+
 // ANCHOR: account
 /// Accounts for what the consumers received (one list of tags each, messages of `size`
 /// bytes) against `sent` (per producer): each message exactly once (one ledger for all);
