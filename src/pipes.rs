@@ -1,5 +1,5 @@
 //! pipes — plumbing of the pipe programs (pipe, pipe_capacity, pipe_atomic, sigpipe,
-//! pipe_bandwidth, pipe_deadlock).
+//! pipe_bandwidth, pipe_deadlock, duplex).
 //!
 //! The programs write out pipe, close, fork, write, read and fcntl themselves; what is here
 //! only reads /proc, parses an option or waits for a moment worth narrating.
@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{Pid, getpid};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use crate::cli;
 use crate::inspect::{ProcView, fd_target, inspect, wchan};
 use crate::narrate::event;
 use crate::record::Tally;
+use crate::{cli, measure};
 
 /// What pipe's reading child reports to the parent, through a result pipe.
 #[derive(Serialize, Deserialize)]
@@ -165,4 +166,74 @@ pub fn watch_for_deadlock(
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(None)
+}
+
+/// duplex's channel: two pipes, or one socketpair.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Transport {
+    /// Two pipes: one for requests, one for responses.
+    Pipes,
+    /// One socketpair (AF_UNIX, SOCK_STREAM): both directions on one descriptor.
+    Socketpair,
+    /// Both, one after the other.
+    Both,
+}
+
+impl Transport {
+    /// The name the timeline gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Pipes => "two pipes",
+            _ => "socketpair",
+        }
+    }
+}
+
+/// One side's ends in duplex: the descriptor it reads, and the one it writes if that is
+/// another (with a socketpair, one descriptor does both).
+pub struct Ends(pub OwnedFd, pub Option<OwnedFd>);
+
+impl Ends {
+    pub fn reads(&self) -> &OwnedFd {
+        &self.0
+    }
+
+    pub fn writes(&self) -> &OwnedFd {
+        self.1.as_ref().unwrap_or(&self.0)
+    }
+}
+
+/// Narrates duplex's `method`: the round trips timed, the warm-up, the CPU both sides use.
+pub fn say_duplex_method(rounds: u64, warm_up: u64, message: usize, cpu: usize) {
+    event("method").field("cpu", cpu).say(format!(
+        "method: {rounds} round trips of {message}-byte messages after {warm_up} warm-up ones; both sides pinned \
+         to CPU {cpu}; median and p99"
+    ));
+}
+
+/// Narrates duplex's `round_trip` for one transport, and returns it as the summary's row:
+/// the responses `matched` out of `total`, the median and p99 of the timed round trips
+/// (`micros`) and how the server ended.
+pub fn round_trip_row(name: &str, total: u64, matched: u64, micros: &[f64], server: &str) -> Value {
+    let (median, p99) = (measure::median(micros), measure::quantile(micros, 0.99));
+    let row = json!({
+        "transport": name, "requests": total, "matched": matched, "mismatched": total - matched,
+        "round_trip_us": { "median": median, "p99": p99 },
+    });
+    event("round_trip").fields(&row).say(format!(
+        "{name}: {matched}/{total} responses matched; round trip median {median:.1} µs, p99 {p99:.1} µs; server {server}"
+    ));
+    row
+}
+
+/// Narrates duplex's `summary`: the rows, and whether every response matched its request.
+pub fn say_duplex_summary(rows: &[Value]) {
+    let matched: u64 = rows.iter().filter_map(|row| row["matched"].as_u64()).sum();
+    let requests: u64 = rows.iter().filter_map(|row| row["requests"].as_u64()).sum();
+    event("summary")
+        .field("transports", rows)
+        .field("all_matched", matched == requests) // none mismatched, none lost
+        .say(format!(
+            "summary: {matched} responses, each matched to its request"
+        ));
 }
