@@ -202,6 +202,19 @@ pub fn refuse_anything_but_a_fifo(path: &Path) -> anyhow::Result<()> {
     anyhow::bail!("{} is {kind}", path.display())
 }
 
+/// The role of the side in `started` that `seen` says ended before the rendezvous, if
+/// one did; narrated as `ended_early` (the demo then ends the other side, whose open()
+/// would wait for ever).
+pub fn ended_early(started: &[(&'static str, Pid)], seen: Watched) -> Option<&'static str> {
+    let (role, _) = started
+        .iter()
+        .find(|&&(_, pid)| seen == Watched::Ended(pid))?;
+    event("ended_early").field("of", role).say(format!(
+        "the {role} ended before the rendezvous: ending the other side, whose open() would wait for ever"
+    ));
+    Some(role)
+}
+
 /// The fifo demo's command for one side, `fifo_reader` or `fifo_writer` (built beside the
 /// demo): the path, `--records`, the demo's clock (`--t0`), `--linger` for the writer (it
 /// keeps the FIFO open until its name is gone) and `--json` if the demo has it.

@@ -237,3 +237,42 @@ pub fn say_duplex_summary(rows: &[Value]) {
             "summary: {matched} responses, each matched to its request"
         ));
 }
+
+/// Narrates pipe_capacity's `summary`: the capacity found by filling, F_GETPIPE_SZ, the
+/// capacity after F_SETPIPE_SZ, the limit, and how long the blocked writer slept.
+pub fn say_capacity_summary(filled: usize, reported: i32, refilled: usize, max: u64, ms: f64) {
+    event("summary")
+        .field("capacity_bytes", filled)
+        .field("f_getpipe_sz", reported)
+        .field("resized_bytes", refilled)
+        .field("pipe_max_size", max)
+        .field("writer_blocked_ms", ms)
+        .say(format!(
+            "summary: capacity {filled} bytes, {refilled} after resizing; \
+             a full pipe puts its writer to sleep"
+        ));
+}
+
+/// Narrates pipe_bandwidth's `bandwidth` for one placement (the median MB/s of `samples`,
+/// and their range) and returns the summary's row.
+pub fn bandwidth_row(
+    placement: &str,
+    (writer_cpu, reader_cpu): (usize, usize),
+    samples: &[f64],
+) -> Value {
+    let (median, low, high) = (
+        measure::median(samples),
+        measure::quantile(samples, 0.0),
+        measure::quantile(samples, 1.0),
+    );
+    event("bandwidth")
+        .field("placement", placement)
+        .field("cpus", [writer_cpu, reader_cpu])
+        .field("mb_per_s", median)
+        .say(format!(
+            "{placement:<9} (CPU {writer_cpu} -> CPU {reader_cpu}): {median:8.0} MB/s  \
+             (range {low:.0}-{high:.0})"
+        ));
+    json!({ "placement": placement, "cpus": [writer_cpu, reader_cpu],
+            "mb_per_s": median, "min": low, "max": high })
+}

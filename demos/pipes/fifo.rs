@@ -79,19 +79,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     // ANCHOR_END: unlink
-    let early = started
-        .iter()
-        .find(|&&(_, pid)| seen == Watched::Ended(pid))
-        .copied();
-    if let Some((role, _)) = early {
-        event("ended_early").field("of", role).say(format!(
-            "the {role} ended before the rendezvous: ending the other side, whose open() would wait for ever"
-        ));
-    }
+    let early = fifo::ended_early(&started, seen); // narrated: whose open() would wait for ever
     let end_them = early.is_some() || signals::stop_requested().is_some();
     let reader_ok = fifo::reap_sides(&mut started, end_them)?; // the reader's exit 0: exactly once
     dir.remove().context("remove the FIFO and its directory")?;
-    if let Some((role, _)) = early {
+    if let Some(role) = early {
         bail!("the {role} ended before the other side opened the FIFO: no rendezvous");
     }
     fifo::say_summary(&path, roles[0], args.records, reader_ok, seen, dir.path());
