@@ -46,8 +46,7 @@ pub fn until_ended(pidfd: BorrowedFd, limit: Duration) -> bool {
 /// # References: execvp(3), execve(2)
 pub fn exec(argv: &[String]) -> anyhow::Result<i32> {
     use crate::narrate;
-    let text = format!("execvp({:?}, {argv:?})", argv[0]);
-    event("exec").field("argv", argv).say(text);
+    say_exec(argv);
     crate::child::default_sigpipe()?;
     let args: Vec<CString> = argv
         .iter()
@@ -57,6 +56,12 @@ pub fn exec(argv: &[String]) -> anyhow::Result<i32> {
     let error = nix::unistd::execvp(&args[0], &args).unwrap_err(); // returns only on failure
     drop(json_safe);
     Ok(exec_failed(&argv[0], error))
+}
+
+/// Narrates `exec`: the `execvp` call about to be made, with its argument vector.
+pub fn say_exec(argv: &[String]) {
+    let text = format!("execvp({:?}, {argv:?})", argv[0]);
+    event("exec").field("argv", argv).say(text);
 }
 
 /// After a failed `execvp(program, …)`: narrates `exec_failed` and returns the exit status

@@ -75,9 +75,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 fn in_child(argv: &[String]) -> anyhow::Result<i32> {
     narrate::set_role("child");
     lifecycle::say_who_i_am()?; // pid, parent's pid, and the name /proc gives it
-    event("exec")
-        .field("argv", argv)
-        .say(format!("execvp({:?}, {argv:?})", argv[0]));
+    lifecycle::say_exec(argv);
     child::default_sigpipe()?; // Rust ignores SIGPIPE; the new program expects the default
     let args: Vec<CString> = argv
         .iter()
