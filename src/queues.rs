@@ -248,6 +248,47 @@ pub fn say_priorities_summary(
         ));
 }
 
+/// Narrates mq_full's `mq_open`: the queue (opened O_RDONLY to receive, then O_WRONLY to
+/// send, and unlinked) and the system's limits, read from /proc/sys/fs/mqueue.
+pub fn say_opened_within_limits(name: &str, capacity: i64, size: usize) {
+    let [msg_max, msgsize_max, queues_max] = ["msg_max", "msgsize_max", "queues_max"].map(limit);
+    let limits = json!({"msg_max": msg_max, "msgsize_max": msgsize_max, "queues_max": queues_max});
+    let said = format!(
+        "mq_open({name}, O_CREAT | O_EXCL, 0600, {{maxmsg {capacity}, msgsize \
+        {size}}}), then mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, \
+        msgsize_max {msgsize_max}, queues_max {queues_max}"
+    );
+    let opened = json!({"name": name, "max_messages": capacity, "message_size": size,
+                        "limits": limits});
+    event("mq_open").fields(opened).say(said);
+}
+
+/// Narrates mq_full's `producer_state`: what /proc said of a producer once the queue was
+/// full (its state, and `place`, the kernel function it sleeps in, from wchan).
+pub fn say_producer_state(producer: i32, state: char, place: &str) {
+    let said = format!(
+        "kernel says producer {producer} is {state} ({}) (wchan {place})",
+        crate::inspect::state_word(state)
+    );
+    let observed = json!({"producer": producer, "state": state.to_string(), "wchan": place});
+    event("producer_state").fields(observed).say(said);
+}
+
+/// Narrates mq_full's `summary`: the tally of `producers` × their messages, what is `left`
+/// in the queue, the sends that found it full (`full_waits`) and the EAGAINs.
+pub fn say_full_summary(producers: u32, tally: Tally, left: i64, (full_waits, eagain): (u64, u64)) {
+    let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
+    let said = format!(
+        "summary: sent {sent}, received {received} exactly once: {once}; left in \
+        queue: {left}; sends that found the queue full: {full_waits}; EAGAIN: {eagain}"
+    );
+    event("summary")
+        .fields(json!({"producers": producers, "consumers": 1}))
+        .fields(tally)
+        .fields(json!({"left_in_queue": left, "full_waits": full_waits, "eagain": eagain}))
+        .say(said);
+}
+
 // ANCHOR: account
 /// Accounts for what the consumers received (one list of tags each, messages of `size`
 /// bytes) against `sent` (per producer): each message exactly once (one ledger for all);
