@@ -106,6 +106,70 @@ pub fn say_waited(child: Pid, ending: &Ending) {
     }
 }
 
+/// Waits for `pid` (killing it on Ctrl-C: `child::wait_or_kill`) and narrates `reap`:
+/// how it ended, and `why` it is ours to reap.
+///
+/// # References: waitpid(2)
+pub fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
+    let ending = crate::child::ending(&crate::child::wait_or_kill(pid)?);
+    let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
+    event("reap")
+        .field("child", pid.as_raw())
+        .fields(ending)
+        .say(text);
+    Ok(())
+}
+
+/// Narrates orphan's `adopted`: the kernel's answer (/proc's PPid) to who the orphan's
+/// parent is now, and whether that is the demo.
+pub fn say_adopted(orphan: Pid, adopter: i32, adopter_name: &str, demo: Pid) {
+    let who = match adopter == demo.as_raw() {
+        true => "me, the subreaper",
+        false => "not me",
+    };
+    event("adopted")
+        .field("child", orphan.as_raw())
+        .field("ppid", adopter)
+        .field("comm", adopter_name)
+        .say(format!(
+            "kernel says {orphan}'s parent is now {adopter} ({adopter_name}): {who}"
+        ));
+}
+
+/// Narrates orphan's `hold`: how long the adopted orphan is kept alive, and the ps command
+/// that shows it.
+pub fn say_holding_orphan(orphan: Pid, hold: Duration) {
+    let seconds = hold.as_secs_f64();
+    let look = format!("see it with:  ps -o pid,ppid,stat,cmd -p {orphan}");
+    let text = format!("keeping the orphan alive {seconds}s; {look}");
+    let held = event("hold").field("child", orphan.as_raw());
+    held.field("seconds", seconds).say(text);
+}
+
+/// Narrates orphan's `summary`: the orphan, its parent before and after, the adopter's
+/// name, and the subreaper (the demo's pid) if there was one.
+pub fn say_orphan_summary(
+    orphan: Pid,
+    parent: Pid,
+    adopter: i32,
+    name: &str,
+    subreaper: Option<i32>,
+) {
+    event("summary")
+        .field("child", orphan.as_raw())
+        .field("parent_before", parent.as_raw())
+        .field("parent_after", adopter)
+        .field("adopter", name)
+        .field("subreaper", subreaper)
+        .field(
+            "interrupted",
+            crate::signals::stop_requested().map(Signal::as_str),
+        )
+        .say(format!(
+            "summary: orphan {orphan} went from parent {parent} to {adopter} ({name})"
+        ));
+}
+
 /// How child_status's child ends after fork: `_exit(code)`, killed by a signal, or exec.
 pub enum Fate {
     Exit(i32),
