@@ -170,6 +170,36 @@ pub fn say_orphan_summary(
         ));
 }
 
+/// Reaps every child left (they are dead or killed): `waitpid(-1, WNOHANG)` until ECHILD,
+/// waiting 5 ms whenever one still runs; returns how many. The sigchld programs' cleanup.
+///
+/// # References: waitpid(2)
+pub fn reap_every_child_left() -> anyhow::Result<usize> {
+    let mut reaped = 0;
+    loop {
+        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Ok(_) => reaped += 1,
+            Err(Errno::ECHILD) => return Ok(reaped),
+            Err(Errno::EINTR) => {}
+            Err(error) => return Err(anyhow::Error::from(error).context("waitpid(-1, WNOHANG)")),
+        }
+    }
+}
+
+/// After `waitpid(-1, WNOHANG)` reaped a child: narrates `reap`, its pid and how it ended.
+pub fn say_reaped_any(status: &nix::sys::wait::WaitStatus) {
+    let pid = status.pid().expect("an ended child has a pid");
+    let ending = crate::child::ending(status);
+    let text = format!("waitpid(-1, WNOHANG) -> {pid} {}", ending.status);
+    event("reap")
+        .field("child", pid.as_raw())
+        .fields(ending)
+        .say(text);
+}
+
 /// How child_status's child ends after fork: `_exit(code)`, killed by a signal, or exec.
 pub enum Fate {
     Exit(i32),
