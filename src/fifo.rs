@@ -7,6 +7,10 @@
 //! its name removed), and a pidfd becomes readable when its process ends; so one poll(2)
 //! waits for all of it, and for Ctrl-C on the self-pipe. No busy-waiting, and no path
 //! compared with /proc/<pid>/fd (a TMPDIR behind a symbolic link would never match).
+//!
+//! Also here: the command line the demo gives each side ([`command_for`]), and the wording
+//! of its mkfifo, ended_early and summary lines. mkfifo, open, fork and exec stay in
+//! `demos/pipes/fifo.rs`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;

@@ -1,6 +1,7 @@
 //! lifecycle — plumbing for the lifecycle programs' timelines: the lesson's calls stay in
-//! the programs; this is only the wording of what they count, and waiting that is not
-//! the lesson of the program that waits.
+//! the programs; this is the wording of what they see and count (the `say_*` functions,
+//! one event each, with the fields the chapters list), and waiting that is not the lesson
+//! of the program that waits.
 
 use std::ffi::CString;
 use std::os::fd::BorrowedFd;
@@ -8,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, getppid};
 
-use crate::child::Ending;
+use crate::child::{self, Ending};
 use crate::inspect::{exists, inspect};
 use crate::narrate::event;
+use crate::signals;
 
 /// `count(1, "zombie", "zombies")` is "1 zombie", `count(3, …)` "3 zombies": a summary
 /// never says "1 zombies".
@@ -32,7 +35,7 @@ pub fn until_ended(pidfd: BorrowedFd, limit: Duration) -> bool {
         if crate::signals::wait_readable(Some(pidfd), left.min(Duration::from_secs(1))) {
             return true;
         }
-        if left.is_zero() || crate::signals::stop_requested().is_some() {
+        if left.is_zero() || signals::stop_requested().is_some() {
             return false;
         }
     }
@@ -47,7 +50,7 @@ pub fn until_ended(pidfd: BorrowedFd, limit: Duration) -> bool {
 pub fn exec(argv: &[String]) -> anyhow::Result<i32> {
     use crate::narrate;
     say_exec(argv);
-    crate::child::default_sigpipe()?;
+    child::default_sigpipe()?;
     let args: Vec<CString> = argv
         .iter()
         .map(|arg| CString::new(arg.as_str()))
@@ -111,7 +114,7 @@ pub fn say_waited(child: Pid, ending: &Ending) {
 ///
 /// # References: waitpid(2)
 pub fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
-    let ending = crate::child::ending(&crate::child::wait_or_kill(pid)?);
+    let ending = child::ending(&child::wait_or_kill(pid)?);
     let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
     event("reap")
         .field("child", pid.as_raw())
@@ -161,10 +164,7 @@ pub fn say_orphan_summary(
         .field("parent_after", adopter)
         .field("adopter", name)
         .field("subreaper", subreaper)
-        .field(
-            "interrupted",
-            crate::signals::stop_requested().map(Signal::as_str),
-        )
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
         .say(format!(
             "summary: orphan {orphan} went from parent {parent} to {adopter} ({name})"
         ));
@@ -177,10 +177,8 @@ pub fn say_orphan_summary(
 pub fn reap_every_child_left() -> anyhow::Result<usize> {
     let mut reaped = 0;
     loop {
-        match nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
             Ok(_) => reaped += 1,
             Err(Errno::ECHILD) => return Ok(reaped),
             Err(Errno::EINTR) => {}
@@ -190,9 +188,9 @@ pub fn reap_every_child_left() -> anyhow::Result<usize> {
 }
 
 /// After `waitpid(-1, WNOHANG)` reaped a child: narrates `reap`, its pid and how it ended.
-pub fn say_reaped_any(status: &nix::sys::wait::WaitStatus) {
+pub fn say_reaped_any(status: &WaitStatus) {
     let pid = status.pid().expect("an ended child has a pid");
-    let ending = crate::child::ending(status);
+    let ending = child::ending(status);
     let text = format!("waitpid(-1, WNOHANG) -> {pid} {}", ending.status);
     event("reap")
         .field("child", pid.as_raw())
@@ -252,10 +250,7 @@ pub fn say_zombie_summary(zombies: &[i32], statuses: &[Option<i32>], state_after
         .field("reaped", reaped)
         .field("statuses", statuses)
         .field("state_after_sigkill", state_after_kill.to_string())
-        .field(
-            "interrupted",
-            crate::signals::stop_requested().map(Signal::as_str),
-        )
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
         .say(format!(
             "summary: {} seen in /proc, SIGKILL left one {state_after_kill}, \
              {reaped} reaped by waitpid",

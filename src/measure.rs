@@ -2,7 +2,8 @@
 //!
 //! A single timing on a shared, 2-core VM says little: the scheduler may move a process
 //! between CPUs mid-run, and one slow sample is noise. So the measuring demos pin each
-//! process to a chosen CPU, repeat, and report the median with the spread.
+//! process to a chosen CPU, repeat, and report the median with the spread. copy_vs_share's
+//! rounds ([`time_one_way`]) and its summary are timed and worded here too.
 
 use std::time::Instant;
 

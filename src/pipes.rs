@@ -1,8 +1,9 @@
 //! pipes — plumbing of the pipe programs (pipe, pipe_capacity, pipe_atomic, sigpipe,
 //! pipe_bandwidth, pipe_deadlock, duplex).
 //!
-//! The programs write out pipe, close, fork, write, read and fcntl themselves; what is here
-//! only reads /proc, parses an option or waits for a moment worth narrating.
+//! The programs write out pipe, socketpair, close, fork, write, read and fcntl themselves;
+//! what is here only reads /proc, parses an option, waits for a moment worth narrating,
+//! or words a summary (the `say_*` functions and the rows of pipe_bandwidth and duplex).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};

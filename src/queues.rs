@@ -3,7 +3,8 @@
 //!
 //! mqueue writes out `mq_open` with its flags, mode and attributes; the programs after it
 //! create their private queue with [`create`]. The kernel's limits, a receive that notices
-//! a partner's death, and a count with its plural are here so that each program shows
+//! a partner's death, a count with its plural, and the wording of the programs' `mq_open`,
+//! hold and summary lines (the `say_*` functions) are here so that each program shows
 //! only its own lesson.
 
 use std::os::fd::AsFd;
@@ -13,6 +14,7 @@ use anyhow::{Context, anyhow};
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_open, mq_receive};
 use nix::sys::stat::Mode;
+use serde_json::json;
 
 use crate::child::Spawned;
 use crate::inspect::running;
@@ -20,7 +22,6 @@ use crate::measure::median;
 use crate::narrate::event;
 use crate::record::{Found, Ledger, Tag, Tally};
 use crate::signals;
-use serde_json::json;
 
 /// Creates the queue `name`, exclusively (EEXIST if it exists), mode 0600, for reading
 /// and writing, holding `capacity` messages of at most `size` bytes. The attributes are

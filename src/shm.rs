@@ -14,6 +14,9 @@
 //!
 //! Nothing here has a name: the mappings vanish with the last process that has them, so
 //! nothing is ever left in /dev/shm.
+//!
+//! Plumbing of those programs too: reaping the workers ([`reap_workers`]), and the wording
+//! of their table rows and summaries.
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
