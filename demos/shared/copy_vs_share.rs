@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use nix::unistd::pipe;
 use proclab::fdio::{f64_bytes, read_exact, write_all};
+use proclab::measure::time_one_way;
 use proclab::narrate::event;
 use proclab::shm::{self, SharedArray};
 use proclab::{child, cli, measure, narrate, signals};
@@ -104,8 +105,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (mut pipe, mut share) = (Vec::new(), Vec::new()); // (seconds, sum, faults) per round
     for round in 1..=ROUNDS {
         signals::bail_if_stopped()?;
-        pipe.push(measure::time_one_way(round, "pipe", || through_a_pipe(&data))?);
-        share.push(measure::time_one_way(round, "shared", || {
+        pipe.push(time_one_way(round, "pipe", || through_a_pipe(&data))?); // narrated
+        share.push(time_one_way(round, "shared", || {
             in_shared_memory(&shared, Duration::ZERO)
         })?);
     }
