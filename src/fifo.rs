@@ -7,10 +7,15 @@
 //! its name removed), and a pidfd becomes readable when its process ends; so one poll(2)
 //! waits for all of it, and for Ctrl-C on the self-pipe. No busy-waiting, and no path
 //! compared with /proc/<pid>/fd (a TMPDIR behind a symbolic link would never match).
+//!
+//! Also here: the command line the demo gives each side ([`command_for`]), and the wording
+//! of its mkfifo, ended_early and summary lines. mkfifo, open, fork and exec stay in
+//! `demos/pipes/fifo.rs`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -20,8 +25,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use crate::narrate::event;
-use crate::{child, signals};
+use crate::names::PrivateDir;
+use crate::narrate::{self, event};
+use crate::{child, cli, signals};
 
 /// What [`OpenWatch::wait`] saw first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,4 +204,71 @@ pub fn refuse_anything_but_a_fifo(path: &Path) -> anyhow::Result<()> {
         Err(_) => "missing (make one with mkfifo)",
     };
     anyhow::bail!("{} is {kind}", path.display())
+}
+
+/// The role of the side in `started` that `seen` says ended before the rendezvous, if
+/// one did; narrated as `ended_early` (the demo then ends the other side, whose open()
+/// would wait for ever).
+pub fn ended_early(started: &[(&'static str, Pid)], seen: Watched) -> Option<&'static str> {
+    let (role, _) = started
+        .iter()
+        .find(|&&(_, pid)| seen == Watched::Ended(pid))?;
+    event("ended_early").field("of", role).say(format!(
+        "the {role} ended before the rendezvous: ending the other side, whose open() would wait for ever"
+    ));
+    Some(role)
+}
+
+/// The fifo demo's command for one side, `fifo_reader` or `fifo_writer` (built beside the
+/// demo): the path, `--records`, the demo's clock (`--t0`), `--linger` for the writer (it
+/// keeps the FIFO open until its name is gone) and `--json` if the demo has it.
+pub fn command_for(role: &str, path: &Path, records: u64) -> anyhow::Result<Command> {
+    let program = cli::sibling_program(&format!("fifo_{role}"))?; // target/debug/fifo_reader
+    let mut command = Command::new(&program);
+    command.arg(path).args(["--records", &records.to_string()]);
+    command.args(["--t0", &narrate::start_ns().to_string()]); // our clock
+    if role == "writer" {
+        command.arg("--linger"); // keep the FIFO open until its name is gone
+    }
+    command.args(narrate::json().then_some("--json"));
+    Ok(command)
+}
+
+/// Narrates the fifo demo's `mkfifo`: the FIFO, its private directory, and the guard that
+/// removes the directory if the demo is killed.
+pub fn say_made(path: &Path, dir: &PrivateDir) {
+    let guard = dir.guard().map(Pid::as_raw);
+    event("mkfifo")
+        .field("path", path)
+        .field("dir", dir.path())
+        .field("guard", guard)
+        .say(format!(
+            "mkfifo({}, 0600) in a private directory (0700); if I am killed, guard {} removes it",
+            path.display(),
+            guard.unwrap_or_default()
+        ));
+}
+
+/// Narrates the fifo demo's `summary`: who started first, the records sent, whether the
+/// reader counted each exactly once, and whether the name was removed while open.
+pub fn say_summary(
+    path: &Path,
+    first: &str,
+    sent: u64,
+    reader_ok: bool,
+    seen: Watched,
+    dir: &Path,
+) {
+    event("summary")
+        .field("path", path)
+        .field("first", first)
+        .field("sent", sent)
+        .field("exactly_once", reader_ok)
+        .field("removed_while_open", seen == Watched::Opened)
+        .field("dir_gone", !dir.exists())
+        .field("interrupted", signals::stop_requested().map(Signal::as_str))
+        .say(format!(
+            "summary: {sent} records from writer to reader through {}; the reader counted each exactly once: {reader_ok}",
+            path.display()
+        ));
 }

@@ -2,10 +2,16 @@
 //!
 //! A single timing on a shared, 2-core VM says little: the scheduler may move a process
 //! between CPUs mid-run, and one slow sample is noise. So the measuring demos pin each
-//! process to a chosen CPU, repeat, and report the median with the spread.
+//! process to a chosen CPU, repeat, and report the median with the spread. copy_vs_share's
+//! rounds ([`time_one_way`]) and its summary are timed and worded here too.
+
+use std::time::Instant;
 
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::narrate::event;
 
 /// Pins the calling thread to `cpu`.
 ///
@@ -123,6 +129,65 @@ pub fn rss_pss_kib(pids: &[i32]) -> anyhow::Result<(u64, u64)> {
 pub fn minor_faults() -> u64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
         .map_or(0, |usage| usage.minor_page_faults() as u64)
+}
+
+/// One round of one way: seconds, the child's sum, the child's minor faults.
+pub type Round = (f64, f64, u64);
+
+/// copy_vs_share: moves the array one way (`move_it` returns the child's sum and minor
+/// faults), times it and narrates the round as the event `way`.
+pub fn time_one_way(
+    round: usize,
+    way: &'static str,
+    move_it: impl FnOnce() -> anyhow::Result<(f64, u64)>,
+) -> anyhow::Result<Round> {
+    let start = Instant::now();
+    let (sum, faults) = move_it()?;
+    let seconds = start.elapsed().as_secs_f64();
+    let fields = json!({ "round": round, "seconds": seconds, "minor_faults": faults, "sum": sum });
+    event(way).fields(fields).say(format!(
+        "round {round} {way:<6}: the child summed {sum} in {:.1} ms, {faults} minor faults",
+        seconds * 1e3
+    ));
+    Ok((seconds, sum, faults))
+}
+
+/// Narrates copy_vs_share's `summary`: the medians of the `pipe` and `shared` rounds, the
+/// faster way and by how much, the minor faults (of the first rounds and of the parent's
+/// fill), and whether every child's sum equals the parent's `expected`, bit for bit.
+pub fn say_copy_vs_share(
+    elements: usize,
+    fill_faults: u64,
+    expected: f64,
+    pipe: &[Round],
+    share: &[Round],
+) {
+    let rounds = pipe.len();
+    let median_seconds = |of: &[Round]| median(&Vec::from_iter(of.iter().map(|r| r.0)));
+    let (pipe_seconds, shared_seconds) = (median_seconds(pipe), median_seconds(share));
+    let speedup = pipe_seconds / shared_seconds; // above 1: sharing was faster
+    let ((_, pipe_sum, pipe_faults), (_, shared_sum, shared_faults)) = (pipe[0], share[0]);
+    let same = |sum: f64| sum.to_bits() == expected.to_bits(); // the same additions, in order
+    let sums_equal = pipe.iter().chain(share).all(|round| same(round.1));
+    let verdict = match speedup >= 1.0 {
+        true => format!("shared memory was {speedup:.1}x faster"),
+        false => format!("the pipe was {:.1}x faster", 1.0 / speedup),
+    };
+    event("summary")
+        .fields(json!({
+            "elements": elements, "bytes_copied": elements * 8, "rounds": rounds,
+            "pipe_seconds": pipe_seconds, "shared_seconds": shared_seconds, "speedup": speedup,
+            "faster": if speedup >= 1.0 { "shared" } else { "pipe" }, "sums_equal": sums_equal,
+            "pipe_minor_faults": pipe_faults, "shared_minor_faults": shared_faults,
+            "fill_minor_faults": fill_faults, "expected_sum": expected, "pipe_sum": pipe_sum,
+            "shared_sum": shared_sum,
+        }))
+        .say(format!(
+            "summary: medians of {rounds} rounds: pipe {:.1} ms, shared {:.1} ms: {verdict}; \
+         sums equal: {sums_equal}",
+            pipe_seconds * 1e3,
+            shared_seconds * 1e3
+        ));
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //!
 //! Nothing here has a name: the mappings vanish with the last process that has them, so
 //! nothing is ever left in /dev/shm.
+//!
+//! Plumbing of those programs too: reaping the workers ([`reap_workers`]), and the wording
+//! of their table rows and summaries.
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
@@ -26,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ndarray::{ArrayView1, ArrayViewMut1};
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+
+use crate::narrate::event;
 
 /// Maps `bytes` of zeroed memory, shared with every child forked afterwards.
 ///
@@ -428,6 +433,89 @@ pub fn elements_that_fit(
         }
         Ok(elements as usize)
     }
+}
+
+/// Reaps `count` workers, whichever ends first (a worker killed while holding a lock must
+/// not leave the parent waiting on one blocked behind it: see `child::wait_for_any`). An
+/// error if a stop signal came (the count then means nothing) or a worker did not exit 0.
+///
+/// # References: waitpid(2)
+pub fn reap_workers(count: usize) -> anyhow::Result<()> {
+    for _ in 0..count {
+        let status = crate::child::wait_for_any()?;
+        crate::signals::bail_if_stopped()?; // interrupted: the count means nothing
+        let (pid, ended) = (
+            status.pid().map_or(0, nix::unistd::Pid::as_raw),
+            crate::child::describe(&status),
+        );
+        anyhow::ensure!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "worker {pid} {ended}"
+        );
+    }
+    Ok(())
+}
+
+/// The header of shared_array's table, whose rows [`CountRow::say_in_table`] writes.
+pub const TABLE_HEADER: &str = "lock                     workers iterations     expected          got       lost  seconds        ops/s";
+
+impl CountRow {
+    /// Narrates the row as a `result` event, one line of shared_array's table.
+    pub fn say_in_table(&self) {
+        let CountRow {
+            lock: name,
+            workers,
+            iterations,
+            expected,
+            got,
+            lost,
+            seconds,
+            ops_per_s,
+        } = self;
+        event("result").fields(self).say(format!(
+            "{name:<24} {workers:>7} {iterations:>10} {expected:>12} {got:>12} {lost:>10} {seconds:>8.4} {ops_per_s:>12.3e}"
+        ));
+    }
+}
+
+/// Narrates shared_array's `summary`: how many strategies counted exactly, and what `none`
+/// lost (even 0: that is the news).
+pub fn say_table_summary(rows: &[CountRow]) {
+    let (exact, total) = (rows.iter().filter(|row| row.lost == 0).count(), rows.len());
+    let strategies = if total == 1 { "strategy" } else { "strategies" };
+    let none = rows.iter().find(|row| row.lock == "none");
+    let note = none.map_or(String::new(), |row| format!("; `none` lost {}", row.lost));
+    event("summary").field("strategies", rows).say(format!(
+        "summary: {exact} of {total} {strategies} exact{note}"
+    ));
+}
+
+/// Narrates shared_mutex's `summary`: W workers × I additions under one mutex, against
+/// what was counted.
+pub fn say_mutex_summary(workers: u32, iterations: u64, got: u64, seconds: f64) {
+    let expected = u64::from(workers) * iterations;
+    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
+    let (s, lost) = (if workers == 1 { "" } else { "s" }, row.lost);
+    event("summary").fields(&row).say(format!(
+        "summary: {workers} worker{s} × {iterations} additions under one mutex: \
+         expected {expected}, got {got}, lost {lost} ({seconds:.3} s)"
+    ));
+}
+
+/// Narrates robust_mutex's `result` and `summary`: one of `workers` died holding the
+/// mutex; the other W - 1 added `iterations` each.
+pub fn say_robust_summary(workers: u32, iterations: u64, got: u64, seconds: f64) {
+    let (survivors, expected) = (workers - 1, u64::from(workers - 1) * iterations);
+    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
+    let (lost, ops_per_s) = (row.lost, row.ops_per_s);
+    let others = if survivors == 1 { "other" } else { "others" };
+    event("result").fields(&row).say(format!(
+        "mutex: one worker died holding it; the {survivors} {others}: expected {expected}, \
+         got {got}, lost {lost} ({seconds:.4} s, {ops_per_s:.3e} ops/s)"
+    ));
+    event("summary").field("strategies", [&row]).say(format!(
+        "summary: the mutex outlived its holder; {got} of the {expected} additions counted"
+    ));
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
-use proclab::inspect::{exists, inspect};
+use nix::unistd::{ForkResult, Pid, fork, getpid};
+use proclab::lifecycle::Fate;
 use proclab::narrate::event;
 use proclab::{child, cli, lifecycle, narrate, signals};
 
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let fate = Fate::from(args);
+    let fate = Fate::chosen(args.signal, &args.exec, args.exit_code);
     let parent = getpid();
     // SAFETY: single-threaded here; the child reads its name from /proc and narrates
     // (both allocate), then exits, kills itself, or execs (and calls _exit if that fails).
@@ -40,14 +40,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .say(format!("fork() -> child {child}"));
     let status = wait_and_decode(child)?;
     let ending = child::ending(&status);
-    event("wait")
-        .field("child", child.as_raw())
-        .fields(&ending)
-        .say(format!("waitpid({child}) -> {}", ending.status));
-    if !exists(child.as_raw()) {
-        let text = format!("kernel says /proc/{child} is gone: the wait freed the pid");
-        event("gone").field("child", child.as_raw()).say(text);
-    }
+    lifecycle::say_waited(child, &ending); // and whether /proc/<child> is gone
     event("summary")
         .field("mode", fate.mode())
         .field("child", child.as_raw())
@@ -104,13 +97,8 @@ fn wait_and_decode(child: Pid) -> anyhow::Result<WaitStatus> {
 // ANCHOR: child
 fn in_child(fate: &Fate) -> anyhow::Result<i32> {
     narrate::set_role("child");
-    let (me, parent) = (getpid(), getppid());
-    let name = inspect(me.as_raw())?.comm;
-    let text = format!("I am {me}, child of {parent}; the kernel calls me {name:?}");
-    event("started")
-        .field("ppid", parent.as_raw())
-        .field("comm", &name)
-        .say(text);
+    lifecycle::say_who_i_am()?; // pid, parent's pid, and the name /proc gives it
+    let me = getpid();
     match fate {
         Fate::Exit(code) => {
             let text = format!("_exit({code})");
@@ -128,31 +116,6 @@ fn in_child(fate: &Fate) -> anyhow::Result<i32> {
     }
 }
 // ANCHOR_END: child
-
-/// What the child does after fork.
-enum Fate {
-    Exit(i32),
-    Signal(Signal),
-    Exec(Vec<String>),
-}
-
-impl Fate {
-    fn from(args: &Args) -> Fate {
-        match (&args.signal, args.exec.is_empty()) {
-            (Some(signal), _) => Fate::Signal(*signal),
-            (None, false) => Fate::Exec(args.exec.clone()),
-            (None, true) => Fate::Exit(args.exit_code.unwrap_or(7).into()),
-        }
-    }
-
-    fn mode(&self) -> &'static str {
-        match self {
-            Fate::Exit(_) => "exit-code",
-            Fate::Signal(_) => "signal",
-            Fate::Exec(_) => "exec",
-        }
-    }
-}
 
 /// fork() a child that ends one chosen way (by default _exit(7)), wait for it with the C
 /// call waitpid(pid, &status, 0), and take the status word apart with its macros.

@@ -12,12 +12,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid};
 use proclab::inspect::{inspect, wait_for_state};
-use proclab::lifecycle::count;
+use proclab::lifecycle::{self, count};
 use proclab::narrate::event;
 use proclab::{child, signals};
 
@@ -95,6 +93,14 @@ impl Reaped {
             by,
         }
     }
+
+    /// The same, with `--simultaneous`'s setting.
+    pub fn simultaneous(self, simultaneous: bool) -> Reaped {
+        Reaped {
+            simultaneous,
+            ..self
+        }
+    }
 }
 
 /// After the strategy: counts the zombies it left in /proc (the naive reaper's are kept
@@ -140,7 +146,7 @@ pub fn account(children: &[i32], reaped: Reaped) -> anyhow::Result<()> {
             signals::sleep(HOLD);
         }
     }
-    let cleaned = reap_everything_left()?;
+    let cleaned = lifecycle::reap_every_child_left()?;
     if cleaned > 0 {
         event("cleanup")
             .field("reaped", cleaned)
@@ -180,18 +186,4 @@ const HOLD: Duration = Duration::from_secs(2);
 /// Whether /proc shows `pid` as a zombie.
 pub fn is_zombie(pid: &i32) -> bool {
     inspect(*pid).is_ok_and(|view| view.state == 'Z')
-}
-
-/// Reaps every child left (they are dead or killed); returns how many.
-fn reap_everything_left() -> anyhow::Result<usize> {
-    let mut reaped = 0;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
-            Ok(_) => reaped += 1,
-            Err(Errno::ECHILD) => return Ok(reaped),
-            Err(Errno::EINTR) => {}
-            Err(error) => return Err(error).context("waitpid(-1, WNOHANG)"),
-        }
-    }
 }

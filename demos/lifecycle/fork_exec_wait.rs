@@ -16,10 +16,10 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid, execvp, fork, getpid, getppid};
-use proclab::inspect::{exists, inspect};
+use nix::unistd::{ForkResult, Pid, execvp, fork, getpid};
+use proclab::inspect::inspect;
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, lifecycle, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -56,15 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     };
     let ending = child::ending(&status);
-    event("wait")
-        .field("child", child.as_raw())
-        .fields(&ending)
-        .say(format!("waitpid({child}) -> {}", ending.status));
-    if !exists(child.as_raw()) {
-        event("gone").field("child", child.as_raw()).say(format!(
-            "kernel says /proc/{child} is gone: the wait freed the pid"
-        ));
-    }
+    lifecycle::say_waited(child, &ending); // and whether /proc/<child> is gone
     // ANCHOR_END: wait
 
     event("summary")
@@ -82,17 +74,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
 // ANCHOR: child
 fn in_child(argv: &[String]) -> anyhow::Result<i32> {
     narrate::set_role("child");
-    let (me, parent) = (getpid(), getppid());
-    let name = inspect(me.as_raw())?.comm;
-    event("started")
-        .field("ppid", parent.as_raw())
-        .field("comm", &name)
-        .say(format!(
-            "I am {me}, child of {parent}; the kernel calls me {name:?}"
-        ));
-    event("exec")
-        .field("argv", argv)
-        .say(format!("execvp({:?}, {argv:?})", argv[0]));
+    lifecycle::say_who_i_am()?; // pid, parent's pid, and the name /proc gives it
+    lifecycle::say_exec(argv);
     child::default_sigpipe()?; // Rust ignores SIGPIPE; the new program expects the default
     let args: Vec<CString> = argv
         .iter()
@@ -102,15 +85,8 @@ fn in_child(argv: &[String]) -> anyhow::Result<i32> {
     // execvp returns only if it failed: on success this process now runs the new program.
     let error = execvp(&args[0], &args).unwrap_err();
     drop(json_safe);
-    event("exec_failed")
-        .field("errno", format!("{error:?}"))
-        .say(format!(
-            "execvp({:?}) failed: {error:?} ({})",
-            argv[0],
-            error.desc()
-        ));
     // As shells do: 127 when the program is not found, 126 when it cannot be run.
-    Ok(if error == Errno::ENOENT { 127 } else { 126 })
+    Ok(lifecycle::exec_failed(&argv[0], error))
 }
 // ANCHOR_END: child
 
@@ -151,13 +127,7 @@ fn program(args: &Args) -> Vec<String> {
     ["sh", "-c", line].map(String::from).to_vec()
 }
 
-/// fork() a child, let it exec a program, and wait for it.
-///
-/// The child reports its pid and its parent's, then execs `sh -c 'echo ...'` (or the
-/// program given with --exec); the parent watches /proc as the child's command name
-/// changes while its pid stays, then blocks in waitpid until the child has ended. With
-/// --json the timeline is JSON Lines, and the exec'd program's own output goes to stderr
-/// so that stdout stays valid JSON.
+/// fork() a child, let it exec a program (`sh -c 'echo ...'` or --exec's), and wait for it.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  fork_exec_wait\n  fork_exec_wait --exec sleep 3      # then: ps -o pid,ppid,stat,comm -C sleep\n  \

@@ -19,9 +19,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe};
 use proclab::inspect::inspect;
-use proclab::lifecycle::until_ended;
+use proclab::lifecycle::{self, reap, until_ended};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, narrate};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -68,25 +68,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR: adopted
     let adopter = inspect(orphan.as_raw())?.ppid; // the kernel's answer: who is its parent now?
     let adopter_name = inspect(adopter).map(|view| view.comm).unwrap_or_default();
-    let who = match adopter == demo.as_raw() {
-        true => "me, the subreaper",
-        false => "not me",
-    };
-    event("adopted")
-        .field("child", orphan.as_raw())
-        .field("ppid", adopter)
-        .field("comm", &adopter_name)
-        .say(format!(
-            "kernel says {orphan}'s parent is now {adopter} ({adopter_name}): {who}"
-        ));
+    lifecycle::say_adopted(orphan, adopter, &adopter_name, demo); // me, or not me?
     // ANCHOR_END: adopted
     let orphan_fd = child::pidfd_open(orphan).context("pidfd_open")?; // readable at its end
     if !args.hold.is_zero() {
-        let seconds = args.hold.as_secs_f64();
-        let look = format!("see it with:  ps -o pid,ppid,stat,cmd -p {orphan}");
-        let text = format!("keeping the orphan alive {seconds}s; {look}");
-        let hold = event("hold").field("child", orphan.as_raw());
-        hold.field("seconds", seconds).say(text);
+        lifecycle::say_holding_orphan(orphan, args.hold); // and the ps command to look
         until_ended(orphan_fd.as_fd(), args.hold); // you may kill it to look: the hold ends with it
     }
     drop(release_orphan); // the orphan's read returns: it exits
@@ -103,16 +89,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
     }
     // ANCHOR_END: reap
-    event("summary")
-        .field("child", orphan.as_raw())
-        .field("parent_before", parent.as_raw())
-        .field("parent_after", adopter)
-        .field("adopter", &adopter_name)
-        .field("subreaper", (!args.no_subreaper).then_some(demo.as_raw()))
-        .field("interrupted", signals::stop_requested().map(Signal::as_str))
-        .say(format!(
-            "summary: orphan {orphan} went from parent {parent} to {adopter} ({adopter_name})"
-        ));
+    let subreaper = (!args.no_subreaper).then_some(demo.as_raw());
+    lifecycle::say_orphan_summary(orphan, parent, adopter, &adopter_name, subreaper);
     Ok(())
 }
 
@@ -166,19 +144,7 @@ fn be_the_orphan(parent: Pid, saw_parent: OwnedFd, release: OwnedFd) -> anyhow::
 }
 // ANCHOR_END: orphan
 
-/// Waits for `pid` (killing it on Ctrl-C: `child::wait_or_kill`), narrated.
-fn reap(pid: Pid, why: &str) -> anyhow::Result<()> {
-    let ending = child::ending(&child::wait_or_kill(pid)?);
-    let text = format!("waitpid({pid}) -> {}: {why}", ending.status);
-    event("reap")
-        .field("child", pid.as_raw())
-        .fields(ending)
-        .say(text);
-    Ok(())
-}
-
-/// Make an orphan and watch who adopts it: the demo (role "reaper", a child subreaper)
-/// forks a parent, which forks a child and exits; the demo adopts the child and reaps it.
+/// Make an orphan (a child whose parent exits) and watch who adopts it and reaps it.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  orphan\n  orphan --hold 3      # then run the ps command it prints\n  orphan --no-subreaper --json"

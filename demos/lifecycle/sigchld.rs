@@ -22,7 +22,7 @@ use nix::sys::signal::{sigaction, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use proclab::inspect::running;
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{cli, lifecycle, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -73,10 +73,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         true => (Reaping::OnePerSignal, "naive"),
     };
     let (signals, count) = reap_on_signal(&children, reaping)?;
-    let reaped = deaths::Reaped {
-        simultaneous: args.simultaneous,
-        ..deaths::Reaped::new(reaper, signals, count)
-    };
+    let reaped = deaths::Reaped::new(reaper, signals, count).simultaneous(args.simultaneous);
     deaths::account(&children, reaped)
 }
 
@@ -130,13 +127,7 @@ fn reap_one() -> anyhow::Result<bool> {
     match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => Ok(false), // none ended / none left
         Ok(status) => {
-            let pid = status.pid().expect("an ended child has a pid");
-            let ending = child::ending(&status);
-            let text = format!("waitpid(-1, WNOHANG) -> {pid} {}", ending.status);
-            event("reap")
-                .field("child", pid.as_raw())
-                .fields(ending)
-                .say(text);
+            lifecycle::say_reaped_any(&status); // its pid and how it ended
             Ok(true)
         }
         Err(Errno::EINTR) => Ok(false),
@@ -145,9 +136,7 @@ fn reap_one() -> anyhow::Result<bool> {
 }
 // ANCHOR_END: reap_one
 
-/// Fork children that exit one after another over a second, and reap them as SIGCHLD
-/// comes: a handler counts each signal and wakes the main loop, which calls
-/// waitpid(-1, WNOHANG) until none is left (or, with --naive, once per signal).
+/// Fork children that exit one after another, and reap them as SIGCHLD comes, in a loop.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  sigchld\n  sigchld --simultaneous --naive\n  \

@@ -21,7 +21,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{cli, lifecycle, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -48,14 +48,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let (signals, count) = reap_from_signalfd(&children, &signal_fd)?;
     let reaped = deaths::Reaped::new("signalfd", signals, count);
-    let simultaneous = args.simultaneous;
-    deaths::account(
-        &children,
-        deaths::Reaped {
-            simultaneous,
-            ..reaped
-        },
-    )
+    deaths::account(&children, reaped.simultaneous(args.simultaneous))
 }
 
 /// Reads SIGCHLD from the signalfd as it becomes readable, and after each read reaps
@@ -86,13 +79,7 @@ fn reap_one() -> anyhow::Result<bool> {
     match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => Ok(false), // none ended / none left
         Ok(status) => {
-            let pid = status.pid().expect("an ended child has a pid");
-            let ending = child::ending(&status);
-            let text = format!("waitpid(-1, WNOHANG) -> {pid} {}", ending.status);
-            event("reap")
-                .field("child", pid.as_raw())
-                .fields(ending)
-                .say(text);
+            lifecycle::say_reaped_any(&status); // its pid and how it ended
             Ok(true)
         }
         Err(Errno::EINTR) => Ok(false),

@@ -16,9 +16,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::inspect::{exists, inspect, wait_for_state};
-use proclab::lifecycle::count;
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, lifecycle, narrate, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -88,17 +87,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     // ANCHOR: hold
     let zombies: Vec<i32> = children.iter().map(|child| child.as_raw()).collect();
-    let (seconds, held) = (
-        args.hold.as_secs_f64(),
-        count(zombies.len(), "zombie", "zombies"),
-    );
-    let look = format!("ps -o pid,ppid,stat,cmd --ppid {parent}");
-    let text =
-        format!("holding {held} for {seconds}s; see them from another terminal with:  {look}");
-    event("hold")
-        .field("pids", &zombies)
-        .field("seconds", seconds)
-        .say(text);
+    lifecycle::say_holding_zombies(parent, &zombies, args.hold);
     if !signals::sleep(args.hold) {
         event("interrupted").say("interrupted: reaping the zombies before exiting");
     }
@@ -123,31 +112,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     // ANCHOR_END: reap
 
-    summarize(&zombies, &statuses, after.state);
+    lifecycle::say_zombie_summary(&zombies, &statuses, after.state);
     Ok(())
 }
 
-fn summarize(zombies: &[i32], statuses: &[Option<i32>], state_after_kill: char) {
-    let reaped = statuses.len();
-    event("summary")
-        .field("zombies", zombies)
-        .field("reaped", reaped)
-        .field("statuses", statuses)
-        .field("state_after_sigkill", state_after_kill.to_string())
-        .field("interrupted", signals::stop_requested().map(Signal::as_str))
-        .say(format!(
-            "summary: {} seen in /proc, SIGKILL left one {state_after_kill}, \
-             {reaped} reaped by waitpid",
-            count(zombies.len(), "zombie", "zombies")
-        ));
-}
-
 /// Make zombies: children that have exited but that nobody has waited for yet.
-///
-/// The parent forks children that exit at once, and does not wait. It reads each child's
-/// state from /proc (Z, zombie), sends one of them SIGKILL to show that a zombie cannot
-/// be killed, holds them for a while so you can see them with ps, then reaps each with
-/// waitpid and shows the exit status the kernel kept and that /proc/<pid> is gone.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  zombie\n  zombie --hold 3      # then run the ps command it prints\n  \

@@ -7,19 +7,19 @@
 //! Observe: every response matches its request; a round trip takes a few microseconds.
 //! Book:    book/src/pipes/duplex.md
 
-use std::os::fd::OwnedFd;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::{ForkResult, fork, getpid, pipe};
 use proclab::fdio::{read_exact, write_all};
 use proclab::narrate::event;
+use proclab::pipes::{Ends, Transport};
 use proclab::record::{Decoder, Found, Tag, encode};
-use proclab::{child, cli, measure, narrate, signals};
-use serde_json::{Value, json};
+use proclab::{child, cli, measure, narrate, pipes, signals};
+use serde_json::Value;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -49,11 +49,7 @@ fn channel(transport: Transport) -> anyhow::Result<(Ends, Ends)> {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let (cpu, warm_up) = (measure::usable_cpus()[0], (args.rounds / 10).max(10));
-    event("method").field("cpu", cpu).say(format!(
-        "method: {} round trips of {MESSAGE}-byte messages after {warm_up} warm-up ones; both sides pinned \
-         to CPU {cpu}; median and p99",
-        args.rounds,
-    ));
+    pipes::say_duplex_method(args.rounds, warm_up, MESSAGE, cpu);
     measure::pin_to_cpu(cpu).context("sched_setaffinity")?; // the child inherits it
     let transports = match args.transport {
         Transport::Both => vec![Transport::Pipes, Transport::Socketpair],
@@ -64,23 +60,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for transport in transports.into_iter().take_while(not_stopped) {
         rows.push(round_trips(transport, warm_up, args.rounds)?);
     }
-    let matched: u64 = rows.iter().filter_map(|row| row["matched"].as_u64()).sum();
-    let requests: u64 = rows.iter().filter_map(|row| row["requests"].as_u64()).sum();
-    event("summary")
-        .field("transports", &rows)
-        .field("all_matched", matched == requests) // none mismatched, none lost
-        .say(format!(
-            "summary: {matched} responses, each matched to its request"
-        ));
+    pipes::say_duplex_summary(&rows); // all matched?
     Ok(())
 }
 
 /// Forks a server and times `warm_up + rounds` request/response round trips with it.
 fn round_trips(transport: Transport, warm_up: u64, rounds: u64) -> anyhow::Result<Value> {
-    let name = match transport {
-        Transport::Pipes => "two pipes",
-        _ => "socketpair",
-    };
+    let name = transport.name();
     let (mine, theirs) = channel(transport)?;
     let parent = getpid();
     // SAFETY: single-threaded here, so the child may allocate; it answers requests until
@@ -93,12 +79,9 @@ fn round_trips(transport: Transport, warm_up: u64, rounds: u64) -> anyhow::Resul
         ForkResult::Parent { child } => child,
     };
     drop(theirs); // the parent keeps only its own ends
-    event("fork")
-        .field("child", server.as_raw())
-        .field("transport", name)
-        .say(format!(
-            "{name}: fork() -> server {server}; sending requests"
-        ));
+    let text = format!("{name}: fork() -> server {server}; sending requests");
+    let forked = event("fork").field("child", server.as_raw());
+    forked.field("transport", name).say(text);
     // ANCHOR: client
     let (mut matched, mut decoder) = (0u64, Decoder::default());
     let mut micros = Vec::with_capacity(rounds as usize);
@@ -122,15 +105,13 @@ fn round_trips(transport: Transport, warm_up: u64, rounds: u64) -> anyhow::Resul
     // ANCHOR_END: client
     drop(mine); // EOF for the server
     let server_ended = child::describe(&child::wait_or_kill(server)?);
-    let (median, p99) = (measure::median(&micros), measure::quantile(&micros, 0.99));
-    let row = json!({
-        "transport": name, "requests": total, "matched": matched, "mismatched": total - matched,
-        "round_trip_us": { "median": median, "p99": p99 },
-    });
-    event("round_trip").fields(&row).say(format!(
-        "{name}: {matched}/{total} responses matched; round trip median {median:.1} µs, p99 {p99:.1} µs; server {server_ended}"
-    ));
-    Ok(row)
+    Ok(pipes::round_trip_row(
+        name,
+        total,
+        matched,
+        &micros,
+        &server_ended,
+    )) // narrated
 }
 
 /// The server: answers each request with a response of the same number, until EOF.
@@ -149,25 +130,7 @@ fn serve(ends: &Ends) -> anyhow::Result<i32> {
 
 const MESSAGE: usize = 64; // bytes in a request, and in a response
 
-/// One side's ends: the descriptor it reads, and the one it writes if that is another
-/// (with a socketpair, one descriptor does both).
-struct Ends(OwnedFd, Option<OwnedFd>);
-
-impl Ends {
-    fn reads(&self) -> &OwnedFd {
-        &self.0
-    }
-
-    fn writes(&self) -> &OwnedFd {
-        self.1.as_ref().unwrap_or(&self.0)
-    }
-}
-
-/// Request and response between parent and child, over two pipes and over a socketpair.
-///
-/// The parent sends numbered requests, the child answers each; the parent matches every
-/// response to its request and times the round trip (both pinned to one CPU; median and p99
-/// after a warm-up). When both sides write first: see pipe_deadlock.
+/// Timed request and response over two pipes and a socketpair (both write first: pipe_deadlock).
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  duplex\n  duplex --transport socketpair --rounds 100000")]
 struct Args {
@@ -183,14 +146,4 @@ struct Args {
     /// Print the timeline as JSON Lines.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum Transport {
-    /// Two pipes: one for requests, one for responses.
-    Pipes,
-    /// One socketpair (AF_UNIX, SOCK_STREAM): both directions on one descriptor.
-    Socketpair,
-    /// Both, one after the other.
-    Both,
 }

@@ -10,13 +10,12 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use nix::fcntl::{OFlag, open};
-use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid, fork, getpid, mkfifo};
 use proclab::fifo::{OpenWatch, Watched};
@@ -41,15 +40,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let path = dir.path().join("fifo");
     let shown = path.display();
     mkfifo(&path, Mode::S_IRUSR | Mode::S_IWUSR).with_context(|| format!("mkfifo {shown}"))?;
-    let guard = dir.guard().map(Pid::as_raw);
-    event("mkfifo")
-        .field("path", &path)
-        .field("dir", dir.path())
-        .field("guard", guard)
-        .say(format!(
-            "mkfifo({shown}, 0600) in a private directory (0700); if I am killed, guard {} removes it",
-            guard.unwrap_or_default()
-        ));
+    fifo::say_made(&path, &dir); // and the guard's pid
     // ANCHOR_END: mkfifo
 
     // ANCHOR: enxio
@@ -88,33 +79,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     // ANCHOR_END: unlink
-    let early = started
-        .iter()
-        .find(|&&(_, pid)| seen == Watched::Ended(pid))
-        .copied();
-    if let Some((role, _)) = early {
-        event("ended_early").field("of", role).say(format!(
-            "the {role} ended before the rendezvous: ending the other side, whose open() would wait for ever"
-        ));
-    }
+    let early = fifo::ended_early(&started, seen); // narrated: whose open() would wait for ever
     let end_them = early.is_some() || signals::stop_requested().is_some();
     let reader_ok = fifo::reap_sides(&mut started, end_them)?; // the reader's exit 0: exactly once
     dir.remove().context("remove the FIFO and its directory")?;
-    if let Some((role, _)) = early {
+    if let Some(role) = early {
         bail!("the {role} ended before the other side opened the FIFO: no rendezvous");
     }
-    event("summary")
-        .field("path", &path)
-        .field("first", roles[0])
-        .field("sent", args.records)
-        .field("exactly_once", reader_ok)
-        .field("removed_while_open", seen == Watched::Opened)
-        .field("dir_gone", !dir.path().exists())
-        .field("interrupted", signals::stop_requested().map(Signal::as_str))
-        .say(format!(
-            "summary: {} records from writer to reader through {shown}; the reader counted each exactly once: {reader_ok}",
-            args.records
-        ));
+    fifo::say_summary(&path, roles[0], args.records, reader_ok, seen, dir.path());
     Ok(())
 }
 
@@ -122,15 +94,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// inherits nothing from the demo but stdout, stderr and the clock (`--t0`).
 // ANCHOR: exec
 fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
-    let program = cli::sibling_program(&format!("fifo_{role}"))?; // target/debug/fifo_reader
-    let shown = program.display();
-    let mut command = Command::new(&program);
-    command.arg(path).args(["--records", &records.to_string()]);
-    command.args(["--t0", &narrate::start_ns().to_string()]); // our clock
-    if role == "writer" {
-        command.arg("--linger"); // keep the FIFO open until its name is gone
-    }
-    command.args(narrate::json().then_some("--json"));
+    let mut command = fifo::command_for(role, path, records)?; // the path, --records, --t0
+    let shown = Path::new(command.get_program()).display().to_string();
     let parent = getpid();
     // SAFETY: single-threaded here, so the child may allocate; it execs the program
     // (Command::exec calls execvp) or, if that fails, prints one line and calls _exit.
@@ -149,11 +114,7 @@ fn start(role: &'static str, path: &Path, records: u64) -> anyhow::Result<Pid> {
 }
 // ANCHOR_END: exec
 
-/// Move records through a named pipe between two unrelated programs.
-///
-/// The demo makes a FIFO in a private directory, sees a non-blocking open for writing fail
-/// with ENXIO, then starts fifo_reader and fifo_writer, which share nothing but the path:
-/// each one's open() waits for the other. Then the FIFO and its directory are removed.
+/// Move records through a named pipe between two unrelated programs (fifo_reader, fifo_writer).
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  fifo\n  fifo --writer-first    # now the writer's open() waits"

@@ -18,10 +18,10 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, getpid, pipe, read};
 use proclab::fdio::write_all;
 use proclab::narrate::event;
+use proclab::pipes::ReaderReport;
 use proclab::queues::counted;
-use proclab::record::{Decoder, Ledger, Tag, Tally, encode};
+use proclab::record::{Decoder, Ledger, Tag, encode};
 use proclab::{child, cli, narrate, pipes, signals};
-use serde::{Deserialize, Serialize};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -83,24 +83,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     drop(write_end); // the reader sees EOF now, unless it kept a copy
     // ANCHOR_END: write
 
-    let report: Report = results.receive()?;
+    let report: ReaderReport = results.receive()?;
     let status = waitpid(reader, None).context("waitpid")?;
-    let (tally, eof_seen, reader) = (report.tally, report.eof, child::describe(&status));
-    let mut summary = event("summary").fields(tally).field("eof_seen", eof_seen);
-    if args.forget_close {
-        summary = summary.field("hang_detected", report.hang);
-    }
-    let (sent, got, once) = (tally.sent, tally.received, tally.exactly_once());
-    let said = format!("summary: sent {sent}, received {got} (exactly once: {once}), EOF seen: ");
-    summary
-        .field("reader", reader)
-        .say(said + &eof_seen.to_string());
+    report.say_summary(&status, args.forget_close);
     Ok(())
 }
 
 /// Reads records until EOF; `poll` with a time limit notices a pipe that never reaches EOF.
 // ANCHOR: read
-fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Result<Report> {
+fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Result<ReaderReport> {
     let (mut decoder, mut ledger, mut hang) = (Decoder::default(), Ledger::new(), false);
     let (mut buffer, sent) = (vec![0u8; 65_536], args.records);
     let (mut forgotten, timeout) = (forget, args.timeout);
@@ -121,7 +112,7 @@ fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Re
         if n == 0 {
             event("eof").say("read() -> 0: EOF, no write end is open anywhere");
             let (tally, eof) = (ledger.check(&[sent]), true); // sent: decided before the fork
-            return Ok(Report { tally, eof, hang });
+            return Ok(ReaderReport { tally, eof, hang });
         }
         for found in decoder.feed(&buffer[..n]) {
             ledger.note(&found);
@@ -129,14 +120,6 @@ fn read_until_eof(read_end: OwnedFd, forget: Option<OwnedFd>, args: &Args) -> Re
     }
 }
 // ANCHOR_END: read
-
-/// What the reading child reports to the parent.
-#[derive(Serialize, Deserialize)]
-struct Report {
-    tally: Tally,
-    eof: bool,  // it saw EOF
-    hang: bool, // it waited for EOF in vain until it closed its forgotten write end
-}
 
 /// Send records through an anonymous pipe, from parent to child, and read them to EOF.
 #[derive(Parser)]

@@ -16,7 +16,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, getpid, pipe, read};
 use proclab::fdio::{read_exact, write_all};
 use proclab::narrate::event;
-use proclab::{child, cli, measure, narrate, signals};
+use proclab::{child, cli, measure, narrate, pipes, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -95,23 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let samples: Vec<f64> = (0..5)
             .map(|_| sample(args, cpus))
             .collect::<Result<_, _>>()?;
-        let (median, low, high) = (
-            measure::median(&samples),
-            measure::quantile(&samples, 0.0),
-            measure::quantile(&samples, 1.0),
-        );
-        event("bandwidth")
-            .field("placement", placement)
-            .field("cpus", [writer_cpu, reader_cpu])
-            .field("mb_per_s", median)
-            .say(format!(
-                "{placement:<9} (CPU {writer_cpu} -> CPU {reader_cpu}): {median:8.0} MB/s  \
-                 (range {low:.0}-{high:.0})"
-            ));
-        rows.push(
-            serde_json::json!({ "placement": placement, "cpus": [writer_cpu, reader_cpu],
-                                      "mb_per_s": median, "min": low, "max": high }),
-        );
+        rows.push(pipes::bandwidth_row(placement, cpus, &samples)); // narrated: median, range
     }
     event("summary")
         .field("chunk_bytes", args.chunk)

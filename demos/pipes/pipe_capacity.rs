@@ -56,16 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ));
     // ANCHOR_END: capacity
     let blocked_ms = blocked_writer(filled)?;
-    event("summary")
-        .field("capacity_bytes", filled)
-        .field("f_getpipe_sz", reported)
-        .field("resized_bytes", refilled)
-        .field("pipe_max_size", max)
-        .field("writer_blocked_ms", blocked_ms)
-        .say(format!(
-            "summary: capacity {filled} bytes, {refilled} after resizing; \
-             a full pipe puts its writer to sleep"
-        ));
+    pipes::say_capacity_summary(filled, reported, refilled, max, blocked_ms);
     Ok(())
 }
 

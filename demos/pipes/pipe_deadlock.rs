@@ -9,16 +9,15 @@
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::{ForkResult, Pid, fork, getpid, pipe};
+use nix::unistd::{ForkResult, fork, getpid, pipe};
 use proclab::fdio::{read_exact, write_all};
-use proclab::inspect::{inspect, wchan};
 use proclab::narrate::event;
-use proclab::{child, cli, narrate, signals};
+use proclab::{child, cli, narrate, pipes, signals};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -52,18 +51,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     drop((right_reads, right_writes)); // the demo only watches
     // ANCHOR_END: sides
+    // ANCHOR: watch
     let sides = [("left", left), ("right", right)];
     event("watch").say(format!(
         "watchdog: are both asleep in write() for {:?}?",
         args.watchdog
     ));
-    let asleep = watch(&sides, args.watchdog)?;
+    let asleep = pipes::watch_for_deadlock(&sides, args.watchdog)?; // reads /proc
     // Stop both first: a side that saw the other die would wake with EPIPE and complain.
     for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
         for &(_, pid) in &sides {
             let _ = kill(pid, signal); // SIGKILL: the only way out of this write
         }
     }
+    // ANCHOR_END: watch
     for &(name, pid) in &sides {
         let status = child::wait_or_kill(pid)?;
         event("reap")
@@ -104,55 +105,7 @@ fn write_then_read(
 }
 // ANCHOR_END: write_then_read
 
-/// Polls /proc until every side has slept in a pipe write for `limit` in a row; returns
-/// the kernel function they sleep in, or None if they did not (or Ctrl-C came).
-// ANCHOR: watch
-fn watch(sides: &[(&str, Pid)], limit: Duration) -> anyhow::Result<Option<String>> {
-    let mut since: Option<Instant> = None;
-    let deadline = Instant::now() + limit + Duration::from_secs(10);
-    while Instant::now() < deadline && signals::stop_requested().is_none() {
-        let places: Vec<String> = sides
-            .iter()
-            .map(|(_, pid)| wchan(pid.as_raw()).unwrap_or_default())
-            .collect();
-        let states: Vec<char> = sides
-            .iter()
-            .map(|(_, pid)| inspect(pid.as_raw()).map_or('?', |view| view.state))
-            .collect();
-        if states.contains(&'Z') {
-            return Ok(None); // a side died (killed): no deadlock left to watch
-        }
-        let all_asleep = states.iter().all(|&state| state == 'S')
-            && places.iter().all(|place| place.contains("pipe_write"));
-        match (all_asleep, since) {
-            (false, _) => since = None,
-            (true, None) => since = Some(Instant::now()),
-            (true, Some(start)) if start.elapsed() >= limit => {
-                let pids: Vec<String> = sides
-                    .iter()
-                    .map(|(name, pid)| format!("{name} {pid}"))
-                    .collect();
-                event("deadlock").field("wchan", &places[0]).say(format!(
-                    "kernel says {} are both S (sleeping) in {} for {limit:?}: each waits for the other \
-                     to read -- a deadlock. Killing both.",
-                    pids.join(" and "),
-                    places[0]
-                ));
-                return Ok(Some(places[0].clone()));
-            }
-            (true, Some(_)) => {}
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(None)
-}
-// ANCHOR_END: watch
-
-/// Two processes, two pipes, and both write first: a deadlock.
-///
-/// Each side writes a message larger than a pipe holds to the other, then would read. A
-/// watchdog (the demo's first process) watches both in /proc: once both have slept in the
-/// kernel's pipe write for --watchdog seconds, it kills and reaps them.
+/// Two processes, two pipes, and both write first: a deadlock, which a watchdog ends.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  pipe_deadlock\n  pipe_deadlock --watchdog 30    # \

@@ -14,13 +14,12 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
-use proclab::inspect::{settled_state, state_word};
+use proclab::inspect::settled_state;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::queues::{limit, lost, receive_unless};
+use proclab::queues::{self, limit, lost, receive_unless};
 use proclab::record::{Decoder, Found, Ledger, Tag, encode};
 use proclab::{child, cli, narrate};
-use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -33,7 +32,7 @@ const MESSAGES: u64 = 300; // per producer: more than a queue of 100 holds
 const SIZE: usize = 64; // bytes per message
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let [msg_max, msgsize_max, queues_max] = ["msg_max", "msgsize_max", "queues_max"].map(limit);
+    let msg_max = limit("msg_max"); // from /proc/sys/fs/mqueue
     // ANCHOR: limits
     // Too much is a usage error that names the limit and its file, not mq_open's EINVAL.
     if args.max_messages > msg_max {
@@ -61,16 +60,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     mq_unlink(name.as_str()).context("mq_unlink")?; // the children inherit the descriptors
     let send = send.with_context(|| format!("mq_open({name}, O_WRONLY)"))?;
     // ANCHOR_END: open
-    let limits = json!({"msg_max": msg_max, "msgsize_max": msgsize_max, "queues_max": queues_max});
-    let capacity = args.max_messages;
-    let said = format!(
-        "mq_open({name}, O_CREAT | O_EXCL, 0600, {{maxmsg {capacity}, msgsize \
-        {SIZE}}}), then mq_unlink; limits in /proc/sys/fs/mqueue: msg_max {msg_max}, \
-        msgsize_max {msgsize_max}, queues_max {queues_max}"
-    );
-    let opened = json!({"name": name, "max_messages": capacity, "message_size": SIZE,
-                        "limits": limits});
-    event("mq_open").fields(opened).say(said);
+    queues::say_opened_within_limits(&name, args.max_messages, SIZE); // and the limits
     fill_then_drain(args, &receive, &send)
 }
 
@@ -121,12 +111,7 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
         let full = mq_getattr(receive)?.curmsgs() == args.max_messages;
         Ok(full && (args.nonblocking || place != "0")) // place: where it sleeps; 0: it runs
     })?;
-    let said = format!(
-        "kernel says producer {first} is {state} ({}) (wchan {place})",
-        state_word(state)
-    );
-    let observed = json!({"producer": first, "state": state.to_string(), "wchan": place});
-    event("producer_state").fields(observed).say(said);
+    queues::say_producer_state(first, state, &place); // S in a sleeping mq_send, or R
     let (mut ledger, mut buffer) = (Ledger::new(), [0u8; SIZE]); // at least msgsize
     let mut got = [0; PRODUCERS as usize]; // messages from each producer
     for _ in 0..u64::from(PRODUCERS) * MESSAGES {
@@ -148,16 +133,7 @@ fn fill_then_drain(args: &Args, receive: &MqdT, send: &MqdT) -> anyhow::Result<(
     // ANCHOR_END: drain
     let tally = ledger.check(&[MESSAGES; PRODUCERS as usize]);
     let left = mq_getattr(receive).context("mq_getattr")?.curmsgs();
-    let (sent, received, once) = (tally.sent, tally.received, tally.exactly_once());
-    let said = format!(
-        "summary: sent {sent}, received {received} exactly once: {once}; left in \
-        queue: {left}; sends that found the queue full: {full_waits}; EAGAIN: {eagain}"
-    );
-    event("summary")
-        .fields(json!({"producers": PRODUCERS, "consumers": 1}))
-        .fields(tally)
-        .fields(json!({"left_in_queue": left, "full_waits": full_waits, "eagain": eagain}))
-        .say(said);
+    queues::say_full_summary(PRODUCERS, tally, left, (full_waits, eagain));
     Ok(())
 }
 

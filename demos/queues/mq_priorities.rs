@@ -18,8 +18,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe, read};
 use proclab::names::ipc_name;
 use proclab::narrate::event;
-use proclab::queues::create;
-use proclab::record::{Decoder, Found, Ledger, Tag, encode};
+use proclab::queues::{self, create};
+use proclab::record::{Decoder, Found, Tag, encode};
 use proclab::{child, cli, narrate, signals};
 
 fn main() -> ExitCode {
@@ -42,13 +42,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         // At once: kill -9 can leave the name only in the instant between the two calls.
         mq_unlink(name.as_str()).context("mq_unlink")?; // the consumer inherits the queue
     }
-    event("mq_open")
-        .field("name", &name)
-        .field("max_messages", COUNT)
-        .field("message_size", SIZE)
-        .say(format!(
-            "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {COUNT}, msgsize {SIZE}}})"
-        ));
+    queues::say_opened(&name, COUNT as i64, SIZE, "");
     let outcome = fill_then_empty(args, &name, &queue);
     let _ = mq_unlink(name.as_str()); // after an error or Ctrl-C (ENOENT if already gone)
     if let Some((guard, write_end)) = guard {
@@ -75,17 +69,10 @@ fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
     }
     // ANCHOR_END: fill
     let held = mq_getattr(queue).context("mq_getattr")?.curmsgs();
-    event("filled").field("messages", held).say(format!(
-        "the queue holds {held} messages; now a consumer starts"
-    ));
+    let text = format!("the queue holds {held} messages; now a consumer starts");
+    event("filled").field("messages", held).say(text);
     if !args.hold.is_zero() {
-        let seconds = args.hold.as_secs_f64();
-        event("hold")
-            .field("name", name)
-            .field("seconds", seconds)
-            .say(format!(
-                "holding it {seconds}s: with /dev/mqueue mounted, cat /dev/mqueue{name}"
-            ));
+        queues::say_holding(name, args.hold); // and how to look at it in /dev/mqueue
         signals::sleep(args.hold);
         signals::bail_if_stopped()?; // Ctrl-C: run() removes the name
     }
@@ -103,36 +90,16 @@ fn fill_then_empty(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
         priority_a > priority_b || (priority_a == priority_b && seq_a < seq_b)
     });
     // ANCHOR_END: priority_order
-    let mut ledger = Ledger::new();
-    for &(seq, _) in &received {
-        ledger.note(&Found::Record(Tag { writer: 0, seq }, SIZE));
-    }
-    let mut tally = ledger.check(&[COUNT]);
-    tally.in_order = priority_order_ok; // the order a priority queue promises
-    let priorities_kept = received
-        .iter()
-        .all(|&(seq, priority)| priority == mixed_priority(seq));
     let left = mq_getattr(queue).context("mq_getattr")?.curmsgs();
-    event("summary")
-        .field("producers", 1)
-        .field("consumers", 1)
-        .fields(tally)
-        .field("order_ok", priority_order_ok)
-        .field("priorities_kept", priorities_kept)
-        .field("priority_order_ok", priority_order_ok)
-        .field("left_in_queue", left)
-        .say(format!(
-            "summary: {} messages out, highest priority first and FIFO within a priority: {priority_order_ok}",
-            tally.received
-        ));
+    let sent = (COUNT, SIZE); // each exactly once, each with the priority it was sent with
+    queues::say_priorities_summary(&received, sent, priority_order_ok, mixed_priority, left);
     Ok(())
 }
 
 // ANCHOR: receive
 /// The consumer: ten receives; returns (seq, priority) in the order they came out.
 fn receive_all(queue: &MqdT) -> anyhow::Result<Vec<(u64, u32)>> {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; SIZE]; // at least msgsize, or mq_receive fails with EMSGSIZE
+    let (mut received, mut buffer) = (Vec::new(), [0u8; SIZE]); // buffer >= msgsize, or EMSGSIZE
     for _ in 0..COUNT {
         let mut priority = 0;
         let length = mq_receive(queue, &mut buffer, &mut priority).context("mq_receive")?;
@@ -176,8 +143,7 @@ fn guard_the_name(name: &str) -> anyhow::Result<(Pid, OwnedFd)> {
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  mq_priorities\n  mq_priorities --hold 30")]
 struct Args {
-    /// Keep the full queue, name and all, this long (0-3600 s) before the consumer
-    /// starts, to look at it in /dev/mqueue.
+    /// Keep the full queue, name and all, this long (0-3600 s), to look in /dev/mqueue.
     #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
     hold: std::time::Duration,
 

@@ -16,13 +16,10 @@ use clap::Parser;
 use nix::mqueue::{MqdT, mq_getattr, mq_receive, mq_send, mq_unlink};
 use nix::unistd::pipe;
 use proclab::fdio::{read_exact, write_all};
-use proclab::measure::median;
 use proclab::names::ipc_name;
-use proclab::narrate::event;
-use proclab::queues::{compared, create, message_size};
+use proclab::queues::{self, Rates, create, message_size};
 use proclab::record::{Decoder, Found, Ledger, Tag, Tally, encode};
 use proclab::{child, cli, narrate};
-use serde_json::json;
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -38,41 +35,18 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (name, size) = (ipc_name(), args.message_size); // the name: yours, this run's only
     let queue = create(&name, CAPACITY, size)?; // O_CREAT | O_EXCL | O_RDWR, 0600
     mq_unlink(name.as_str()).context("mq_unlink")?; // the children inherit the descriptor
-    let said = format!(
-        "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {CAPACITY}, msgsize {size}}}), then mq_unlink"
-    );
-    let opened = json!({"name": name, "max_messages": CAPACITY, "message_size": size});
-    event("mq_open").fields(opened).say(said);
-    let (mut rates, mut pipe_rates, mut once, mut tally) = (vec![], vec![], true, Tally::default());
+    queues::say_opened(&name, CAPACITY, size, ", then mq_unlink");
+    let (mut rates, mut once, mut tally) = (Rates::default(), true, Tally::default());
     for round in 1..=ROUNDS {
         let start = Instant::now();
         tally = through_the_queue(args, &queue)?;
         let rate = tally.received as f64 / start.elapsed().as_secs_f64();
         let (pipe_rate, piped) = through_a_pipe(args)?;
-        let said = format!(
-            "round {round}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a pipe"
-        );
-        let measured = json!({"round": round, "messages_per_s": pipe_rate, "received": piped});
-        let measured = event("pipe").fields(measured);
-        measured.field("queue_messages_per_s", rate).say(said);
+        rates.note(round, rate, pipe_rate, piped); // narrated: the round's two rates
         once &= tally.exactly_once();
-        rates.push(rate);
-        pipe_rates.push(pipe_rate);
     }
-    let (rate, pipe_rate) = (median(&rates), median(&pipe_rates));
     let left = mq_getattr(&queue).context("mq_getattr")?.curmsgs();
-    let received = tally.received;
-    let said = format!(
-        "summary: each round received {received} exactly once: {once}; left in queue: \
-        {left}; medians of {ROUNDS}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a \
-        pipe: {}",
-        compared("the queue", rate, pipe_rate)
-    );
-    let rates = json!({"rounds": ROUNDS, "messages_per_s": rate, "pipe_messages_per_s": pipe_rate,
-        "queue_rates": rates, "pipe_rates": pipe_rates, "queue_vs_pipe": rate / pipe_rate,
-        "producers": args.producers, "consumers": 1, "left_in_queue": left});
-    let summary = event("summary").fields(tally).fields(rates);
-    summary.field("every_round_exactly_once", once).say(said);
+    rates.say_summary(tally, once, left, args.producers); // the medians of the rounds
     Ok(())
 }
 

@@ -15,7 +15,6 @@ use clap::Parser;
 use nix::mqueue::{MQ_OFlag, MqAttr, MqdT, mq_getattr, mq_open, mq_receive, mq_send, mq_unlink};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
-use proclab::child::Spawned;
 use proclab::names::ipc_name;
 use proclab::narrate::event;
 use proclab::queues::{self, counted};
@@ -44,13 +43,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     )
     .map_err(|errno| queues::open_error(&name, errno))?;
     // ANCHOR_END: open
-    event("mq_open")
-        .field("name", &name)
-        .field("max_messages", CAPACITY)
-        .field("message_size", SIZE)
-        .say(format!(
-            "mq_open({name}, O_CREAT | O_EXCL | O_RDWR, 0600, {{maxmsg {CAPACITY}, msgsize {SIZE}}})"
-        ));
+    queues::say_opened(&name, CAPACITY, SIZE, "");
     let outcome = share_the_queue(args, &name, &queue);
     let _ = mq_unlink(name.as_str()); // after an error or Ctrl-C (ENOENT if already gone)
     outcome
@@ -71,14 +64,9 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
         // empty result into a pipe and calls _exit.
         producers.push(unsafe { child::spawn("producer", || produce(queue, writer, args)) }?);
     }
+    queues::say_forked(&consumers, &producers);
     let consumer_pids: Vec<Pid> = consumers.iter().map(|consumer| consumer.pid).collect();
-    let pids = |of: &[Spawned]| -> Vec<i32> { of.iter().map(|child| child.pid.as_raw()).collect() };
     let (p, c) = (args.producers, args.consumers);
-    let (consumers_said, producers_said) = (counted(c, "consumer"), counted(p, "producer"));
-    event("forked")
-        .field("consumers", pids(&consumers))
-        .field("producers", pids(&producers))
-        .say(format!("forked {consumers_said} and {producers_said}"));
     mq_unlink(name).with_context(|| format!("mq_unlink({name})"))?; // all have it open now
     event("unlinked").say(format!(
         "mq_unlink({name}): every child has it open; the queue lives on, nameless"
@@ -99,24 +87,10 @@ fn share_the_queue(args: &Args, name: &str, queue: &MqdT) -> anyhow::Result<()> 
         lists.push(consumer.collect::<Vec<Tag>>(&[])?);
     }
     // ANCHOR_END: run
-    let (seconds, tally) = (
-        start.elapsed().as_secs_f64(),
-        queues::account(&lists, &vec![args.messages; args.producers as usize], SIZE),
-    );
-    let (sent, received, in_order) = (tally.sent, tally.received, tally.in_order);
-    let (once, rate) = (tally.exactly_once(), received as f64 / seconds);
-    let left = mq_getattr(queue).context("mq_getattr")?.curmsgs();
-    event("summary")
-        .field("producers", p)
-        .field("consumers", c)
-        .fields(tally)
-        .field("order_ok", in_order)
-        .field("left_in_queue", left)
-        .field("messages_per_s", rate)
-        .say(format!(
-            "summary: sent {sent}, received {received} exactly once: {once}; order kept per \
-             producer: {in_order}; left in queue: {left}; {rate:.0} messages/s"
-        ));
+    let seconds = start.elapsed().as_secs_f64();
+    let tally = queues::account(&lists, &vec![args.messages; p as usize], SIZE);
+    let left = mq_getattr(queue).context("mq_getattr")?.curmsgs(); // 0: every message taken
+    queues::say_mqueue_summary(p, c, tally, left, seconds);
     Ok(())
 }
 

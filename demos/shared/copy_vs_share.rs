@@ -9,12 +9,13 @@
 //! Book:    book/src/shared/copy_vs_share.md
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use nix::unistd::pipe;
 use proclab::fdio::{f64_bytes, read_exact, write_all};
+use proclab::measure::time_one_way;
 use proclab::narrate::event;
 use proclab::shm::{self, SharedArray};
 use proclab::{child, cli, measure, narrate, signals};
@@ -104,70 +105,24 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (mut pipe, mut share) = (Vec::new(), Vec::new()); // (seconds, sum, faults) per round
     for round in 1..=ROUNDS {
         signals::bail_if_stopped()?;
-        pipe.push(timed(round, "pipe", || through_a_pipe(&data))?);
-        share.push(timed(round, "shared", || {
+        pipe.push(time_one_way(round, "pipe", || through_a_pipe(&data))?); // narrated
+        share.push(time_one_way(round, "shared", || {
             in_shared_memory(&shared, Duration::ZERO)
         })?);
     }
     if !args.hold.is_zero() {
         in_shared_memory(&shared, args.hold)?; // once more, untimed, to be looked at
     }
-    let median = |rounds: &[Round]| measure::median(&Vec::from_iter(rounds.iter().map(|r| r.0)));
-    let (pipe_seconds, shared_seconds) = (median(&pipe), median(&share));
-    let speedup = pipe_seconds / shared_seconds; // above 1: sharing was faster
-    let ((_, pipe_sum, pipe_faults), (_, shared_sum, shared_faults)) = (pipe[0], share[0]);
-    let same = |sum: f64| sum.to_bits() == expected.to_bits(); // the same additions, in order
-    let sums_equal = pipe.iter().chain(&share).all(|round| same(round.1));
-    let verdict = match speedup >= 1.0 {
-        true => format!("shared memory was {speedup:.1}x faster"),
-        false => format!("the pipe was {:.1}x faster", 1.0 / speedup),
-    };
-    event("summary")
-        .fields(json!({
-            "elements": elements, "bytes_copied": elements * 8, "rounds": ROUNDS,
-            "pipe_seconds": pipe_seconds, "shared_seconds": shared_seconds, "speedup": speedup,
-            "faster": if speedup >= 1.0 { "shared" } else { "pipe" }, "sums_equal": sums_equal,
-            "pipe_minor_faults": pipe_faults, "shared_minor_faults": shared_faults,
-            "fill_minor_faults": fill_faults, "expected_sum": expected, "pipe_sum": pipe_sum,
-            "shared_sum": shared_sum,
-        }))
-        .say(format!(
-            "summary: medians of {ROUNDS} rounds: pipe {:.1} ms, shared {:.1} ms: {verdict}; \
-         sums equal: {sums_equal}",
-            pipe_seconds * 1e3,
-            shared_seconds * 1e3
-        ));
+    // The medians of the rounds, the faults, and whether every sum equals the parent's.
+    measure::say_copy_vs_share(elements, fill_faults, expected, &pipe, &share);
     Ok(())
-}
-
-/// One round of one way: seconds, the child's sum, the child's minor faults.
-type Round = (f64, f64, u64);
-
-/// Moves the array one way, times it and says so.
-fn timed(
-    round: usize,
-    way: &'static str,
-    move_it: impl FnOnce() -> anyhow::Result<(f64, u64)>,
-) -> anyhow::Result<Round> {
-    let start = Instant::now();
-    let (sum, faults) = move_it()?;
-    let seconds = start.elapsed().as_secs_f64();
-    let fields = json!({ "round": round, "seconds": seconds, "minor_faults": faults, "sum": sum });
-    event(way).fields(fields).say(format!(
-        "round {round} {way:<6}: the child summed {sum} in {:.1} ms, {faults} minor faults",
-        seconds * 1e3
-    ));
-    Ok((seconds, sum, faults))
 }
 
 fn value(index: usize) -> f64 {
     (index % 1000) as f64 * 0.5
 }
 
-/// Move an array of f64 from parent to child through a pipe, then through shared memory,
-/// 5 times each, and compare: the child sums it each time; the medians of the times, the
-/// bytes copied and the child's minor page faults. Build with --release for meaningful
-/// times.
+/// Move an array of f64 from parent to child through a pipe, then through shared memory.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  copy_vs_share\n  copy_vs_share --elements 1000000 --hold 3")]
 struct Args {
@@ -175,8 +130,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "10000000", value_parser = shm::elements_that_fit(8, 3))]
     elements: usize,
 
-    /// After the rounds, share the array once more with a child that stays alive this long
-    /// (0-3600 s), to look at its mappings in /proc.
+    /// Then share it once more with a child that stays this long (0-3600 s), to look in /proc.
     #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds_up_to(3600.0))]
     hold: Duration,
 

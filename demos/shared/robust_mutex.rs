@@ -20,7 +20,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
-use proclab::shm::{CountRow, SharedValue, pthread_result};
+use proclab::shm::{self, SharedValue, pthread_result};
 use proclab::{child, cli, inspect, narrate, signals};
 
 fn main() -> ExitCode {
@@ -116,18 +116,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let got = unsafe { *counter.value.get() };
     // SAFETY: initialised, unlocked by its last holder, and no process waits for it.
     unsafe { libc::pthread_mutex_destroy(counter.mutex.get()) };
-    let (workers, iterations) = (args.workers, args.iterations);
-    let (survivors, expected) = (workers - 1, u64::from(workers - 1) * iterations);
-    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
-    let (lost, ops_per_s) = (row.lost, row.ops_per_s);
-    let others = if survivors == 1 { "other" } else { "others" };
-    event("result").fields(&row).say(format!(
-        "mutex: one worker died holding it; the {survivors} {others}: expected {expected}, \
-         got {got}, lost {lost} ({seconds:.4} s, {ops_per_s:.3e} ops/s)"
-    ));
-    event("summary").field("strategies", [&row]).say(format!(
-        "summary: the mutex outlived its holder; {got} of the {expected} additions counted"
-    ));
+    shm::say_robust_summary(args.workers, args.iterations, got, seconds); // (W - 1) × I
     Ok(())
 }
 
@@ -174,11 +163,7 @@ fn add_and_recover(counter: &Counter, iterations: u64) -> anyhow::Result<i32> {
 }
 // ANCHOR_END: recover
 
-/// A worker dies holding a robust mutex; the next worker to lock it recovers it.
-///
-/// One worker locks a robust, process-shared mutex and waits; W - 1 others wait for it, to
-/// add 1 to a counter I times each. The parent kills the holder (SIGKILL): the next locker
-/// gets EOWNERDEAD and calls pthread_mutex_consistent. The count is (W - 1) × I.
+/// A worker dies holding a robust mutex; the next to lock it gets EOWNERDEAD and recovers it.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  robust_mutex\n  robust_mutex --workers 2 --iterations 1000")]
 struct Args {

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid, fork, getpid};
+use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
 use proclab::shm::{self, CountRow, ProcessLocks, ReapOnDrop, SharedArray, SharedValue};
 use proclab::{child, cli, narrate, signals};
@@ -63,18 +62,7 @@ fn race(lock: Lock, args: &Args) -> Result<CountRow> {
     }
     let start = std::time::Instant::now();
     race.go.store(1, Ordering::Release); // go: they all start adding at once
-    for _ in &pids {
-        let status = child::wait_for_any()?; // whichever ends first: a dead holder must not hang us
-        signals::bail_if_stopped()?; // interrupted: the count means nothing, print no row
-        let (pid, ended) = (
-            status.pid().map_or(0, Pid::as_raw),
-            child::describe(&status),
-        );
-        anyhow::ensure!(
-            matches!(status, WaitStatus::Exited(_, 0)),
-            "worker {pid} {ended}"
-        );
-    }
+    shm::reap_workers(pids.len())?; // whichever ends first: a dead holder must not hang us
     let seconds = start.elapsed().as_secs_f64();
     let slot_values = Vec::from_iter(slots.as_slice().iter().step_by(stride).map(shm::load));
     let got = match lock {
@@ -85,12 +73,7 @@ fn race(lock: Lock, args: &Args) -> Result<CountRow> {
     let value = lock.to_possible_value().expect("no strategy is hidden");
     let (name, expected) = (value.get_name(), u64::from(workers) * iterations); // as on the command line
     let row = CountRow::new(name, (workers, iterations), expected, got, seconds);
-    let CountRow {
-        lost, ops_per_s, ..
-    } = row;
-    event("result").fields(&row).say(format!(
-        "{name:<24} {workers:>7} {iterations:>10} {expected:>12} {got:>12} {lost:>10} {seconds:>8.4} {ops_per_s:>12.3e}"
-    ));
+    row.say_in_table();
     if matches!(lock, Lock::Partitioned | Lock::PartitionedNoPadding) && slots.len() <= 64 {
         let text = format!("the workers' slots, read through the array: {slot_values:?}");
         event("array").field("slots", &slot_values).say(text);
@@ -137,19 +120,13 @@ fn run(args: &Args) -> Result<()> {
         Lock::All => &Lock::value_variants()[1..], // every strategy, in turn
         _ => std::slice::from_ref(&args.lock),
     };
-    event("header").say("lock                     workers iterations     expected          got       lost  seconds        ops/s");
+    event("header").say(shm::TABLE_HEADER);
     let mut rows = Vec::new();
     for &lock in locks {
         rows.push(race(lock, args)?);
         signals::bail_if_stopped()?;
     }
-    let (exact, total) = (rows.iter().filter(|row| row.lost == 0).count(), rows.len());
-    let strategies = if total == 1 { "strategy" } else { "strategies" };
-    let none = rows.iter().find(|row| row.lock == "none"); // its `lost`, even 0, is the news
-    let note = none.map_or(String::new(), |row| format!("; `none` lost {}", row.lost));
-    event("summary").field("strategies", &rows).say(format!(
-        "summary: {exact} of {total} {strategies} exact{note}"
-    ));
+    shm::say_table_summary(&rows); // how many exact, and what `none` lost
     Ok(())
 }
 
@@ -171,11 +148,7 @@ enum Lock {
     PartitionedNoPadding,
 }
 
-/// W worker processes add 1 to a shared counter I times each, all at once, with each kind
-/// of lock, and count what is lost.
-///
-/// `mutex` is a robust process-shared pthread mutex, `semaphore` a process-shared POSIX
-/// semaphore, `partitioned` a slot per worker, summed at the end. Build with --release.
+/// W worker processes add 1 to a shared counter I times each, with each kind of lock.
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  shared_array\n  shared_array --lock none --iterations 5000000"

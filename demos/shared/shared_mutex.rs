@@ -16,11 +16,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use nix::errno::Errno;
-use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Pid, fork, getpid};
+use nix::unistd::{ForkResult, fork, getpid};
 use proclab::narrate::event;
-use proclab::shm::{CountRow, pthread_result};
-use proclab::{child, cli, narrate, signals};
+use proclab::shm::{self, pthread_result};
+use proclab::{child, cli, narrate};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -58,35 +57,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // ANCHOR_END: map
     init_process_shared_mutex(counter)?;
     event("mutex").say("pthread_mutex_init(PTHREAD_PROCESS_SHARED) in a MAP_SHARED mapping");
-    let (workers, iterations) = (args.workers, args.iterations);
     // ANCHOR: fork
-    let parent = getpid();
-    let start = Instant::now();
-    let mut pids = Vec::new();
-    for _ in 0..workers {
-        // SAFETY: single-threaded here; the worker locks, adds and unlocks I times, and
-        // calls _exit.
+    let (parent, start, mut pids) = (getpid(), Instant::now(), Vec::new());
+    for _ in 0..args.workers {
+        // SAFETY: single-threaded here; the worker locks, adds, unlocks I times; calls _exit.
         match unsafe { fork() }.context("fork")? {
-            ForkResult::Child => child::run_then_exit(parent, || {
-                narrate::set_role("worker");
-                add_under_the_mutex(counter, iterations)
-            }),
+            ForkResult::Child => {
+                child::run_then_exit(parent, || add_under_the_mutex(counter, args.iterations))
+            }
             ForkResult::Parent { child } => pids.push(child),
         }
     }
     // Every worker is reaped before the mutex is destroyed. (An early return destroys
     // nothing: the mapping goes with this process, and cli::run_stoppable reaps.)
-    for _ in &pids {
-        let status = child::wait_for_any()?; // whichever ends first: see wait_for_any
-        signals::bail_if_stopped()?; // interrupted: the count means nothing
-        if !matches!(status, WaitStatus::Exited(_, 0)) {
-            bail!(
-                "worker {} {}",
-                status.pid().map_or(0, Pid::as_raw),
-                child::describe(&status)
-            );
-        }
-    }
+    shm::reap_workers(pids.len())?; // whichever ends first; an error unless each exited 0
     let seconds = start.elapsed().as_secs_f64();
     // SAFETY: every worker is reaped: nobody else uses the counter or the mutex now.
     let got = unsafe { *counter.value.get() };
@@ -95,7 +79,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // SAFETY: the mapping made above; `counter` is not used after this.
     unsafe { libc::munmap(memory, size_of::<Counter>()) };
     // ANCHOR_END: fork
-    report(workers, iterations, got, seconds);
+    shm::say_mutex_summary(args.workers, args.iterations, got, seconds);
     Ok(())
 }
 
@@ -132,6 +116,7 @@ fn init_process_shared_mutex(counter: &Counter) -> anyhow::Result<()> {
 // ANCHOR: add
 /// A worker: `counter += 1`, `iterations` times, each time holding the mutex.
 fn add_under_the_mutex(counter: &Counter, iterations: u64) -> anyhow::Result<i32> {
+    narrate::set_role("worker");
     for _ in 0..iterations {
         // SAFETY: initialised before the fork; it lives until every worker is reaped.
         pthread_result(unsafe { libc::pthread_mutex_lock(counter.mutex.get()) })
@@ -146,22 +131,7 @@ fn add_under_the_mutex(counter: &Counter, iterations: u64) -> anyhow::Result<i32
 }
 // ANCHOR_END: add
 
-fn report(workers: u32, iterations: u64, got: u64, seconds: f64) {
-    let expected = u64::from(workers) * iterations;
-    let row = CountRow::new("mutex", (workers, iterations), expected, got, seconds);
-    let (s, lost) = (if workers == 1 { "" } else { "s" }, row.lost);
-    event("summary").fields(&row).say(format!(
-        "summary: {workers} worker{s} × {iterations} additions under one mutex: \
-         expected {expected}, got {got}, lost {lost} ({seconds:.3} s)"
-    ));
-}
-
-/// W worker processes add 1 to one counter in shared memory, I times each, holding a
-/// process-shared pthread mutex for each addition.
-///
-/// The mapping is made with mmap(MAP_SHARED | MAP_ANONYMOUS) and the mutex initialised
-/// with PTHREAD_PROCESS_SHARED before the first fork, so every worker locks the same
-/// mutex. The summary compares the count with W × I.
+/// W processes add 1 to one shared counter I times each, under a PTHREAD_PROCESS_SHARED mutex.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  shared_mutex\n  shared_mutex --workers 8 --iterations 100000")]
 struct Args {
