@@ -55,8 +55,7 @@ fn race(lock: Lock, args: &Args) -> Result<CountRow> {
     while race.ready.load(Ordering::Acquire) < workers {
         signals::bail_if_stopped()?;
         if let Some(status) = child::ended_already()? {
-            let pid = status.pid().map_or(0, Pid::as_raw);
-            anyhow::bail!("worker {pid} {} before the start", child::describe(&status));
+            anyhow::bail!("a worker {} before the start", child::describe(&status));
         }
         std::hint::spin_loop(); // wait until every worker stands at the start line
     }
