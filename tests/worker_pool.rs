@@ -474,3 +474,56 @@ fn every_help_example_shows_what_it_promises() {
         }
     }
 }
+
+#[test]
+fn the_timeline_counts_in_words_one_worker_one_task_one_loss() {
+    // "1 worker, 1 task", and a task lost once is "lost 1 time", never "1 workers".
+    let assert = run(
+        demo(),
+        &[
+            "--workers",
+            "1",
+            "--tasks",
+            "1",
+            "--hang-task",
+            "0",
+            "--timeout",
+            "0.2",
+            "--retries",
+            "0",
+        ],
+    ); // a failed task: the run's status is the test above's concern
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        text.contains("1 worker, 1 task, dynamic distribution"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task 0 failed: lost 1 time, retries exhausted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_says_which_distribution_was_faster_and_by_how_much() {
+    let assert = run(
+        demo(),
+        &[
+            "--workers",
+            "4",
+            "--tasks",
+            "200",
+            "--task-cost",
+            "uneven",
+            "--compare",
+        ],
+    )
+    .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let verdict = text.lines().last().unwrap_or_default();
+    let times = verdict
+        .split_once("× faster")
+        .and_then(|(before, _)| before.rsplit_once("dynamic was "))
+        .and_then(|(_, ratio)| ratio.parse::<f64>().ok());
+    assert!(times.is_some_and(|ratio| ratio > 2.0), "{verdict}");
+}

@@ -118,8 +118,8 @@ pub fn text(report: &Report) -> String {
     );
     if report.idle_dropped > 0 {
         text += &format!(
-            "; the server dropped idle connections {} times",
-            report.idle_dropped
+            "; the server dropped idle connections {}",
+            proclab::queues::counted(report.idle_dropped, "time")
         );
     }
     if report.gave_up {

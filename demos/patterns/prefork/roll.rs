@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use nix::sys::signal::{Signal, kill};
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::signals;
 
 use crate::Master;
@@ -25,8 +26,8 @@ impl Master<'_> {
             self.roll.hangups_seen = hangups;
             self.roll.pending = (0..self.supervisor.slots.len()).collect();
             event("roll").say(format!(
-                "SIGHUP: replacing the {} workers one at a time",
-                self.supervisor.slots.len()
+                "SIGHUP: replacing the {} one at a time",
+                counted(self.supervisor.slots.len() as u64, "worker")
             ));
         }
     }

@@ -110,7 +110,8 @@ impl Master<'_> {
             .field("workers", &killed)
             .field("cut_off", cut_off)
             .say(format!(
-                "{why}: kill(SIGKILL) to {killed:?}, cutting off {cut_off} connections"
+                "{why}: kill(SIGKILL) to {killed:?}, cutting off {}",
+                proclab::queues::counted(cut_off, "connection")
             ));
         if let Some(stop) = self.stop.as_mut() {
             stop.killed = true;
