@@ -584,6 +584,13 @@ fn every_help_example_shows_what_it_promises() {
             "worker_pool" | "worker_pool --workers 4 --tasks 1000" => {
                 let events = run_json(demo(), &args);
                 assert_every_task_once(summary(&events), 1000);
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = if args.is_empty() { cpus.min(64) } else { 4 };
+                assert_eq!(
+                    summary(&events)["workers"],
+                    workers,
+                    "one per CPU by default"
+                );
                 assert_no_worker_left(&events);
             }
             "worker_pool --task-cost uniform --kill-worker-every 50" => {
