@@ -1024,6 +1024,11 @@ fn a_passed_connection_is_a_new_descriptor_of_the_worker_that_the_master_no_long
         let held = sockets_with_flags(worker);
         assert_eq!(held.len(), 1, "its channel only: {held:?}");
         channels.push(held[0].0.clone());
+        // An idle worker waits in recvmsg() on its channel, not in accept().
+        let in_recvmsg = eventually(Duration::from_secs(2), || {
+            proc_wchan(worker).as_deref() == Some("__skb_wait_for_more_packets")
+        });
+        assert!(in_recvmsg, "{worker} waits in {:?}", proc_wchan(worker));
         assert!(
             !held.contains(listener),
             "{worker} holds the listening socket"
