@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 
 use nix::sys::signal::{Signal, kill};
 use proclab::narrate::event;
-use proclab::queues::counted;
 use proclab::signals;
 
 use crate::Master;
@@ -25,10 +24,10 @@ impl Master<'_> {
         if hangups > self.roll.hangups_seen && self.stop.is_none() {
             self.roll.hangups_seen = hangups;
             self.roll.pending = (0..self.supervisor.slots.len()).collect();
-            event("roll").say(format!(
-                "SIGHUP: replacing the {} one at a time",
-                counted(self.supervisor.slots.len() as u64, "worker")
-            ));
+            event("roll").say(match self.supervisor.slots.len() {
+                1 => "SIGHUP: replacing the worker".to_owned(),
+                workers => format!("SIGHUP: replacing the {workers} workers one at a time"),
+            });
         }
     }
 
