@@ -280,7 +280,14 @@ fn a_graceful_stop_lets_requests_in_flight_finish_and_refuses_new_ones() {
             _ => running.terminate(),
         }
         // Stopped accepting: a new connection is refused.
-        running.wait_for("stopping");
+        let stopping = running.wait_for("stopping")["t"].as_f64().expect("t");
+        // The idle worker leaves at once (its accept() fails with EINVAL), long before
+        // the slow requests end.
+        let idle_gone = running.wait_for("reaped")["t"].as_f64().expect("t");
+        assert!(
+            idle_gone - stopping < 1.0,
+            "{mode}: {stopping} -> {idle_gone}"
+        );
         let refused = TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.kind());
         assert_eq!(
             refused.err(),
@@ -923,4 +930,178 @@ fn start_client_with(args: &[&str]) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the client starts")
+}
+
+/// The sockets `pid` holds: (inode link, fdinfo flags), from /proc.
+fn sockets_with_flags(pid: i32) -> Vec<(String, u32)> {
+    let mut sockets = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let target = target.to_string_lossy().into_owned();
+        if !target.starts_with("socket:") {
+            continue;
+        }
+        let number = fd.file_name().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{number}"));
+        let info = info.unwrap_or_default();
+        let flags = info.lines().find_map(|line| line.strip_prefix("flags:"));
+        let flags = flags.map_or(0, |f| u32::from_str_radix(f.trim(), 8).expect("octal"));
+        sockets.push((target, flags));
+    }
+    sockets
+}
+
+/// A signal mask of /proc/<pid>/status (`SigIgn`, `SigBlk`, `SigCgt`) has `signal`.
+fn mask_has(pid: i32, field: &str, signal: i32) -> bool {
+    let mask = proc_status(pid, field).expect("a signal mask");
+    u64::from_str_radix(&mask, 16).expect("hex") & (1 << (signal - 1)) != 0
+}
+
+#[test]
+fn master_and_workers_share_one_listening_socket_and_the_workers_ignore_sigint_and_sighup() {
+    // The chapter's "Listening before forking", "Signals across the fork", "The worker"
+    // and "The scoreboard", from /proc.
+    let (running, port) = server(&["--workers", "2"], 2);
+    let master = running.pid();
+    let listening = sockets_with_flags(master);
+    assert_eq!(listening.len(), 1, "{listening:?}");
+    let (socket, flags) = &listening[0];
+    // One open file description: the same inode, the same flags (no O_NONBLOCK, which
+    // would make the workers' accept() spin), in every worker.
+    assert_eq!(flags & libc::O_NONBLOCK as u32, 0, "{flags:o}");
+    for worker in running.children() {
+        assert_eq!(sockets_with_flags(worker), listening, "worker {worker}");
+        assert!(mask_has(worker, "SigIgn", libc::SIGINT), "{worker}");
+        assert!(mask_has(worker, "SigIgn", libc::SIGHUP), "{worker}");
+        assert!(mask_has(worker, "SigCgt", libc::SIGTERM), "{worker}");
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            assert!(
+                !mask_has(worker, "SigBlk", signal),
+                "{worker}: unblocked after fork"
+            );
+        }
+    }
+    // The master: one thread, asleep in poll, mapping the scoreboard as its workers do.
+    assert_eq!(proc_status(master, "Threads").as_deref(), Some("1"));
+    let in_poll = eventually(Duration::from_secs(2), || {
+        proc_wchan(master).is_some_and(|wchan| wchan.starts_with("poll_schedule_timeout"))
+    });
+    assert!(in_poll, "the master waits in {:?}", proc_wchan(master));
+    let maps = std::fs::read_to_string(format!("/proc/{master}/maps")).expect("maps");
+    assert!(
+        maps.lines()
+            .any(|l| l.contains("rw-s") && l.ends_with("/dev/zero (deleted)"))
+    );
+    // The backlog given to listen(), as ss shows it (Send-Q of a listening socket).
+    let ss = shell(&format!("ss -Hltn 'sport = :{port}'"));
+    if !ss.is_empty() {
+        assert_eq!(ss.split_whitespace().nth(2), Some("128"), "{ss} ({socket})");
+    }
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn a_passed_connection_is_a_new_descriptor_of_the_worker_that_the_master_no_longer_holds() {
+    // Round-robin: the master's listening socket is non-blocking (its poll loop) and the
+    // workers do not hold it; a connection passed by SCM_RIGHTS arrives as a descriptor
+    // of the worker's own, close-on-exec, and the master has closed its copy.
+    let (running, port) = server(&["--workers", "2", "--dispatch", "round-robin"], 2);
+    let master = running.pid();
+    let master_sockets = sockets_with_flags(master);
+    assert_eq!(master_sockets.len(), 3, "listener + a channel per worker");
+    let listener = master_sockets
+        .iter()
+        .find(|(_, flags)| flags & libc::O_NONBLOCK as u32 != 0)
+        .expect("a non-blocking socket: the listening one");
+    let workers = running.children();
+    let mut channels = Vec::new();
+    for &worker in &workers {
+        let held = sockets_with_flags(worker);
+        assert_eq!(held.len(), 1, "its channel only: {held:?}");
+        channels.push(held[0].0.clone());
+        // An idle worker waits in recvmsg() on its channel, not in accept().
+        let in_recvmsg = eventually(Duration::from_secs(2), || {
+            proc_wchan(worker).as_deref() == Some("__skb_wait_for_more_packets")
+        });
+        assert!(in_recvmsg, "{worker} waits in {:?}", proc_wchan(worker));
+        assert!(
+            !held.contains(listener),
+            "{worker} holds the listening socket"
+        );
+    }
+    let slow = ask_slowly(port, 1500, "held");
+    wait_until_serving(&running, 1);
+    let busy = workers
+        .iter()
+        .copied()
+        .find(|&w| sockets_with_flags(w).len() == 2)
+        .expect("a worker holding the connection");
+    let master_now: Vec<String> = sockets_with_flags(master)
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let before: Vec<String> = master_sockets.into_iter().map(|s| s.0).collect();
+    assert_eq!(master_now, before, "the master closed its copy");
+    let passed: Vec<(String, u32)> = sockets_with_flags(busy)
+        .into_iter()
+        .filter(|(inode, _)| !before.contains(inode) && !channels.contains(inode))
+        .collect();
+    assert_eq!(passed.len(), 1, "{passed:?}");
+    assert_ne!(passed[0].1 & libc::O_CLOEXEC as u32, 0, "MSG_CMSG_CLOEXEC");
+    let (reply, _) = slow.join().expect("the request thread");
+    assert!(reply.starts_with("held worker "), "{reply:?}");
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn a_quick_request_never_waits_behind_a_slow_one_in_shared_accept_and_least_loaded() {
+    for mode in ["shared-accept", "least-loaded"] {
+        let (running, port) = server(&["--workers", "2", "--dispatch", mode], 2);
+        let slow = ask_slowly(port, 3000, "slow");
+        wait_until_serving(&running, 1);
+        let started = Instant::now();
+        let slots: Vec<String> = (0..10)
+            .map(|n| {
+                let body = body_of(port, &format!("/echo/quick{n}"));
+                body.split_whitespace().nth(2).expect("a slot").to_owned()
+            })
+            .collect();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{mode}: {took:?}");
+        let (reply, _) = slow.join().expect("the slow request");
+        let busy = reply.split_whitespace().nth(2).expect("a slot").to_owned();
+        assert!(
+            slots.iter().all(|s| *s != busy),
+            "{mode}: {slots:?}, slow on {busy}"
+        );
+        running.terminate();
+        let (status, events) = running.finish();
+        assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+    }
+}
+
+#[test]
+fn a_head_longer_than_8_kib_gets_no_reply_and_a_slow_request_beyond_a_minute_gets_400() {
+    let (running, port) = server(&["--workers", "1"], 1);
+    let long = format!("GET /echo/x HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let reply = ask(port, &long).unwrap_or_default(); // closed, or reset
+    assert_eq!(reply, "", "a head of 9 KiB");
+    let short = format!("GET /echo/x HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(7000));
+    assert!(
+        status_and_body(&ask(port, &short).expect("a reply"))
+            .1
+            .starts_with("x worker 0")
+    );
+    let reply = ask(port, &get("/slow/60001/x")).expect("a reply");
+    assert_eq!(status_and_body(&reply).0, 400, "{reply}");
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
 }

@@ -121,6 +121,23 @@ fn killed_workers_are_replaced(distribution: &str) {
         .count();
     assert_eq!(by_sigkill, killed, "{summary}");
     assert_eq!(served_pids(summary).len(), spawned_pids(&events).len());
+    // A worker holds one task at most, and the master knows which: each reaped worker
+    // that held a task gives back exactly that one, and no result came twice (the master
+    // read the pipe before it re-queued).
+    let held: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "reaped" && !e["held"].is_null())
+        .map(|e| &e["held"])
+        .collect();
+    let requeued: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "requeued")
+        .map(|e| &e["task"])
+        .collect();
+    assert_eq!(held, requeued, "{summary}");
+    assert_eq!(summary["duplicates_discarded"], 0, "{summary}");
+    // Killed by the master: not a crash at start, so no backoff.
+    assert!(!events.iter().any(|e| e["event"] == "backoff"), "{summary}");
     assert_no_worker_left(&events);
 }
 
@@ -185,6 +202,8 @@ fn a_hung_worker_is_reported_silent_before_its_timeout_kills_it() {
     };
     let (silent, timeouts) = (of("silent"), of("timeout"));
     assert_eq!(timeouts.len(), 2, "one try and one retry: {timeouts:?}");
+    // Silent means 300 ms without a heartbeat: never sooner after the start.
+    assert!(silent.iter().all(|(_, at)| *at >= 0.3), "{silent:?}");
     for (worker, killed_at) in timeouts {
         let said = silent.iter().find(|(pid, _)| *pid == worker);
         let (_, said_at) = said.unwrap_or_else(|| panic!("{worker} was never said silent"));
@@ -223,6 +242,8 @@ fn dynamic_beats_static_on_uneven_tasks() {
     let fixed = summary["static_seconds"].as_f64().expect("seconds");
     assert_eq!(first["seconds"], summary["dynamic_seconds"]);
     assert!(dynamic < 0.6 * fixed, "dynamic {dynamic}s, static {fixed}s");
+    // Static: one block of T/W tasks per worker, the slow ones all in worker 0's.
+    assert_eq!(summary["per_worker"], serde_json::json!([50, 50, 50, 50]));
 }
 
 #[test]
@@ -391,6 +412,131 @@ fn workers_that_crash_at_start_lead_to_backoff_then_a_clear_error() {
 }
 
 #[test]
+fn one_crashing_slot_waits_100_200_400_800_ms_then_gives_up_without_failing_a_task() {
+    let events = run_json_failing(demo(), &["--workers", "1", "--crash-at-start"], "giving up");
+    let at = |name: &str| -> Vec<f64> {
+        let named = events.iter().filter(|e| e["event"] == name);
+        named.map(|e| e["t"].as_f64().expect("t")).collect()
+    };
+    let spawns = at("spawn");
+    assert_eq!(spawns.len(), 5, "five crashes in a row, then no more forks");
+    let delays: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "backoff")
+        .map(|e| e["delay_seconds"].as_f64().expect("delay"))
+        .collect();
+    assert_eq!(delays, [0.1, 0.2, 0.4, 0.8], "twice as long each time");
+    for (pair, delay) in spawns.windows(2).zip(&delays) {
+        assert!(
+            pair[1] - pair[0] >= *delay,
+            "forked again too soon: {spawns:?}"
+        );
+    }
+    // Each worker exited with status 3, as the kernel told waitpid.
+    let reaped = events.iter().filter(|e| e["event"] == "reaped");
+    assert!(reaped.clone().count() == 5 && reaped.clone().all(|e| e["code"] == 3));
+    // The task a crashing worker held went back without costing it an attempt.
+    assert!(!events.iter().any(|e| e["event"] == "failed"), "{events:?}");
+}
+
+/// The pipes `pid` holds at fd 3 and above: (inode, opened for writing), from /proc.
+fn pipes_held(pid: i32) -> Vec<(String, bool)> {
+    let mut pipes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+    {
+        let fd: u32 = entry.file_name().to_string_lossy().parse().expect("fd");
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy().into_owned();
+        if fd < 3 || !target.starts_with("pipe:") || inherited_pipes().contains(&target) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let flags = info.lines().find_map(|line| line.strip_prefix("flags:"));
+        let flags = u32::from_str_radix(flags.expect("flags").trim(), 8).expect("octal");
+        pipes.push((target, flags & 0o3 == 0o1)); // O_WRONLY
+    }
+    pipes.sort();
+    pipes
+}
+
+/// Pipes the test process holds itself (a jobserver, say): the demo may inherit them.
+fn inherited_pipes() -> Vec<String> {
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .expect("own fds")
+        .flatten();
+    fds.filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("pipe:"))
+        .collect()
+}
+
+#[test]
+fn a_worker_holds_only_its_own_task_pipe_and_the_result_pipe_and_blocks_the_stop_signals() {
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    let workers = [0, 1]
+        .map(|slot| pid_of(&running.wait_for_where("spawn", |e| e["slot"] == slot)["worker"]));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let master = pipes_held(running.pid());
+    let [first, second] = workers.map(pipes_held);
+    for (worker, pipes) in workers.iter().zip([&first, &second]) {
+        assert_eq!(pipes.len(), 2, "worker {worker}: {pipes:?}");
+        let (write_ends, read_ends): (Vec<_>, Vec<_>) = pipes.iter().partition(|p| p.1);
+        let (result, task) = (&write_ends[0].0, &read_ends[0].0);
+        // The result pipe: the master holds both ends; the task pipe: its write end only.
+        let ends_in_master = |inode: &String| master.iter().filter(|p| &p.0 == inode).count();
+        assert_eq!(
+            ends_in_master(result),
+            2,
+            "{worker}: {pipes:?}, master {master:?}"
+        );
+        assert_eq!(
+            ends_in_master(task),
+            1,
+            "{worker}: {pipes:?}, master {master:?}"
+        );
+        assert!(master.contains(&(task.clone(), true)), "{master:?}");
+        let blocked = proc_status(*worker, "SigBlk").expect("SigBlk");
+        let blocked = u64::from_str_radix(&blocked, 16).expect("hex mask");
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            assert_ne!(
+                blocked & (1 << (signal - 1)),
+                0,
+                "{worker}: SigBlk {blocked:x}"
+            );
+        }
+    }
+    let results = |pipes: &[(String, bool)]| pipes.iter().find(|p| p.1).cloned();
+    assert_eq!(results(&first), results(&second), "one result pipe, shared");
+    assert_ne!(first, second, "a task pipe each");
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
+fn a_stopped_worker_is_reported_silent_and_one_killed_from_outside_is_replaced() {
+    // The chapter's "Look for yourself": kill -STOP a worker, then kill -9 it.
+    let mut running = Running::start(cargo_bin!("worker_pool"), &LONG_RUN);
+    let worker = pid_of(&running.wait_for_where("spawn", |e| e["slot"] == 0)["worker"]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    send_signal(worker, libc::SIGSTOP);
+    let silent = running.wait_for_where("silent", |e| pid_of(&e["worker"]) == worker);
+    assert_eq!(proc_state(worker), Some('T'), "{silent}");
+    send_signal(worker, libc::SIGKILL);
+    let reaped = running.wait_for_where("reaped", |e| pid_of(&e["worker"]) == worker);
+    assert_eq!(reaped["signal"], "SIGKILL", "{reaped}");
+    running.wait_for_where("requeued", |e| e["task"] == reaped["held"]);
+    running.wait_for_where("spawn", |e| {
+        e["slot"] == 0 && pid_of(&e["worker"]) != worker
+    });
+    running.terminate();
+    let (status, events) = running.finish();
+    assert_stopped_cleanly(status, libc::SIGTERM, &spawned_pids(&events));
+}
+
+#[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])
         .success()
@@ -438,6 +584,13 @@ fn every_help_example_shows_what_it_promises() {
             "worker_pool" | "worker_pool --workers 4 --tasks 1000" => {
                 let events = run_json(demo(), &args);
                 assert_every_task_once(summary(&events), 1000);
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let workers = if args.is_empty() { cpus.min(64) } else { 4 };
+                assert_eq!(
+                    summary(&events)["workers"],
+                    workers,
+                    "one per CPU by default"
+                );
                 assert_no_worker_left(&events);
             }
             "worker_pool --task-cost uniform --kill-worker-every 50" => {
@@ -473,4 +626,57 @@ fn every_help_example_shows_what_it_promises() {
             _ => panic!("no check for the example `{example}`"),
         }
     }
+}
+
+#[test]
+fn the_timeline_counts_in_words_one_worker_one_task_one_loss() {
+    // "1 worker, 1 task", and a task lost once is "lost 1 time", never "1 workers".
+    let assert = run(
+        demo(),
+        &[
+            "--workers",
+            "1",
+            "--tasks",
+            "1",
+            "--hang-task",
+            "0",
+            "--timeout",
+            "0.2",
+            "--retries",
+            "0",
+        ],
+    ); // a failed task: the run's status is the test above's concern
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        text.contains("1 worker, 1 task, dynamic distribution"),
+        "{text}"
+    );
+    assert!(
+        text.contains("task 0 failed: lost 1 time, retries exhausted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compare_says_which_distribution_was_faster_and_by_how_much() {
+    let assert = run(
+        demo(),
+        &[
+            "--workers",
+            "4",
+            "--tasks",
+            "200",
+            "--task-cost",
+            "uneven",
+            "--compare",
+        ],
+    )
+    .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let verdict = text.lines().last().unwrap_or_default();
+    let times = verdict
+        .split_once("× faster")
+        .and_then(|(before, _)| before.rsplit_once("dynamic was "))
+        .and_then(|(_, ratio)| ratio.parse::<f64>().ok());
+    assert!(times.is_some_and(|ratio| ratio > 2.0), "{verdict}");
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use proclab::cli;
 use proclab::narrate::{self, event};
+use proclab::queues::counted;
 
 use crate::options::{ClientArgs, Load};
 use crate::report::{self, Report, ThreadResults};
@@ -62,11 +63,12 @@ pub fn run(load: &Load, port: u16, account_as: AccountAs) -> Report {
         .field("requests", load.requests)
         .field("idle", load.idle)
         .say(format!(
-            "{} requests to {address} from {connections} connections at a time{}",
-            load.requests,
+            "{} to {address} from {} at a time{}",
+            counted(load.requests, "request"),
+            counted(connections, "connection"),
             match load.idle {
                 0 => String::new(),
-                idle => format!(", beside {idle} idle ones"),
+                idle => format!(", beside {}", counted(idle, "idle connection")),
             }
         ));
     let life = Life::new();

@@ -17,6 +17,7 @@ use nix::sys::socket::{
 };
 
 use proclab::narrate::event;
+use proclab::queues::counted;
 
 use crate::http::IdleDefence;
 use crate::options::{Dispatch, Server};
@@ -160,8 +161,8 @@ pub fn say_listening(server: &Server, port: u16) {
         .field("dispatch", server.dispatch)
         .field("idle_defence", defence == IdleDefence::On)
         .say(format!(
-            "listening on 127.0.0.1:{port}; {} workers, {} dispatch, idle defence {}{hint}",
-            server.workers,
+            "listening on 127.0.0.1:{port}; {}, {} dispatch, idle defence {}{hint}",
+            counted(server.workers, "worker"),
             server.dispatch.name(),
             defence.name()
         ));

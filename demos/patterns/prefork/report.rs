@@ -8,6 +8,7 @@
 //! Book:    book/src/patterns/prefork.md
 
 use proclab::measure::quantile;
+use proclab::queues::counted;
 use serde::{Deserialize, Serialize};
 
 use crate::options::Load;
@@ -102,11 +103,11 @@ pub fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64
 /// The account in one sentence, for the timeline.
 pub fn text(report: &Report) -> String {
     let mut text = format!(
-        "{} requests, {} ok, {} errors ({} refused), {} mismatched, {} failed in {:.3} s; \
+        "{}, {} ok, {} ({} refused), {} mismatched, {} failed in {:.3} s; \
          {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
-        report.requests,
+        counted(report.requests, "request"),
         report.ok,
-        report.errors,
+        counted(report.errors, "error"),
         report.refused,
         report.mismatched,
         report.failed,
@@ -118,8 +119,8 @@ pub fn text(report: &Report) -> String {
     );
     if report.idle_dropped > 0 {
         text += &format!(
-            "; the server dropped idle connections {} times",
-            report.idle_dropped
+            "; the server dropped idle connections {}",
+            counted(report.idle_dropped, "time")
         );
     }
     if report.gave_up {

@@ -24,10 +24,10 @@ impl Master<'_> {
         if hangups > self.roll.hangups_seen && self.stop.is_none() {
             self.roll.hangups_seen = hangups;
             self.roll.pending = (0..self.supervisor.slots.len()).collect();
-            event("roll").say(format!(
-                "SIGHUP: replacing the {} workers one at a time",
-                self.supervisor.slots.len()
-            ));
+            event("roll").say(match self.supervisor.slots.len() {
+                1 => "SIGHUP: replacing the worker".to_owned(),
+                workers => format!("SIGHUP: replacing the {workers} workers one at a time"),
+            });
         }
     }
 

@@ -15,6 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{Shutdown, shutdown};
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::signals;
 
 use crate::Master;
@@ -79,10 +80,14 @@ impl Master<'_> {
             .field("reason", &reason)
             .field("in_flight", in_flight)
             .field("grace_seconds", grace.as_secs_f64())
-            .say(format!(
-                "{reason}: no new connections; {in_flight} in flight may take {}s to finish",
-                grace.as_secs_f64()
-            ));
+            .say(match in_flight {
+                0 => format!("{reason}: no new connections; none in flight"),
+                n => format!(
+                    "{reason}: no new connections; {} in flight may take up to {}s to finish",
+                    counted(n, "connection"),
+                    grace.as_secs_f64()
+                ),
+            });
         self.board.print();
         self.stop = Some(Stop {
             reason,
@@ -110,7 +115,8 @@ impl Master<'_> {
             .field("workers", &killed)
             .field("cut_off", cut_off)
             .say(format!(
-                "{why}: kill(SIGKILL) to {killed:?}, cutting off {cut_off} connections"
+                "{why}: kill(SIGKILL) to {killed:?}, cutting off {}",
+                counted(cut_off, "connection")
             ));
         if let Some(stop) = self.stop.as_mut() {
             stop.killed = true;

@@ -10,6 +10,7 @@
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::signals;
 use serde::Serialize;
 
@@ -68,11 +69,17 @@ impl Master<'_> {
             "graceful"
         };
         let mut text = format!(
-            "summary: {served} requests served by {} processes in {} slots ({} respawned, {} \
+            "summary: {} served by {} {} in {} ({} respawned, {} \
              replaced by SIGHUP); shutdown {shutdown} ({}), {} in flight, {} cut off\n  \
              slot  served  processes  last pid\n",
+            counted(served, "request"),
             history.spawns,
-            self.supervisor.slots.len(),
+            if history.spawns == 1 {
+                "process"
+            } else {
+                "processes"
+            },
+            counted(self.supervisor.slots.len() as u64, "slot"),
             history.respawns,
             history.rolled,
             stop.reason,
@@ -88,11 +95,11 @@ impl Master<'_> {
         let report = &self.self_test.report;
         if let Some(report) = report {
             text += &format!(
-                "  client: {} requests, {} ok, {} errors, {} mismatched; {:.0} requests/s, \
+                "  client: {}, {} ok, {}, {} mismatched; {:.0} requests/s, \
                  p50 {:.3} ms, p99 {:.3} ms",
-                report.requests,
+                counted(report.requests, "request"),
                 report.ok,
-                report.errors,
+                counted(report.errors, "error"),
                 report.mismatched,
                 report.rps,
                 report.p50_ms,

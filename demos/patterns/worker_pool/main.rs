@@ -29,6 +29,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::pipe2;
 use proclab::inspect::running;
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::{cli, narrate, signals};
 
 use master::{Account, Master, Worker};
@@ -169,8 +170,9 @@ fn pool(
         .field("tasks", args.tasks)
         .field("distribution", distribution)
         .say(format!(
-            "{workers} workers, {} tasks, {} distribution",
-            args.tasks,
+            "{}, {}, {} distribution",
+            counted(workers, "worker"),
+            counted(args.tasks, "task"),
             distribution.name()
         ));
     let result = master.supervise();

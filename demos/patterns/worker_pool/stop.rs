@@ -14,6 +14,7 @@ use anyhow::bail;
 use nix::sys::signal::{Signal, kill};
 use proclab::inspect::running;
 use proclab::narrate::event;
+use proclab::queues::compared;
 use proclab::shm::load;
 use proclab::signals;
 
@@ -177,8 +178,8 @@ impl Master<'_> {
                 .field("dynamic_seconds", dynamic)
                 .field("static_seconds", seconds);
             text += &format!(
-                "; dynamic took {dynamic:.3}s, static {seconds:.3}s: {:.0}% of static's time",
-                100.0 * dynamic / seconds
+                "; dynamic took {dynamic:.3}s, static {seconds:.3}s: {}",
+                compared("dynamic", 1.0 / dynamic, 1.0 / seconds) // a rate: runs per second
             );
         }
         summary.say(text);

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use proclab::narrate::event;
+use proclab::queues::counted;
 use proclab::record::{Found, Tag};
 
 use crate::master::Master;
@@ -132,7 +133,8 @@ impl Master<'_> {
                 .field("task", task)
                 .field("attempts", *attempts)
                 .say(format!(
-                    "task {task} failed: lost {attempts} times, retries exhausted"
+                    "task {task} failed: lost {}, retries exhausted",
+                    counted(*attempts, "time")
                 ));
             return;
         }

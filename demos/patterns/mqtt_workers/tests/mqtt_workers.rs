@@ -63,16 +63,25 @@ fn assert_round_robin(broker: &[&str]) {
     let mut args = vec!["--jobs", "60"];
     args.extend_from_slice(broker);
     let mut running = Running::start(cargo_bin!("mqtt_workers"), &args);
-    running.wait_for("publish");
+    let published = running.wait_for("publish")["t"].as_f64().expect("t");
     assert_eq!(
         threads(running.pid()),
         1,
         "the master stays single-threaded"
     );
     for slot in 0..4 {
-        let worker = pid_of(&running.wait_for_where("ready", |e| e["slot"] == slot)["worker"]);
+        let ready = running.wait_for_where("ready", |e| e["slot"] == slot);
+        // The master publishes only once every worker has subscribed.
+        assert!(ready["t"].as_f64() <= Some(published), "{ready}");
+        let worker = pid_of(&ready["worker"]);
         // rumqttc's sync client runs a current-thread runtime: in the worker's one thread.
         assert_eq!(threads(worker), 1, "worker {worker}");
+        // Forked with the stop signals blocked, and kept so: its loop sees SIGTERM.
+        let blocked = proc_status(worker, "SigBlk").expect("SigBlk");
+        let blocked = u64::from_str_radix(&blocked, 16).expect("hex");
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            assert_ne!(blocked & (1 << (signal - 1)), 0, "{worker}: {blocked:x}");
+        }
         let fds = std::fs::read_dir(format!("/proc/{worker}/fd")).expect("its fds");
         let socket = fds.flatten().any(|fd| {
             let target = std::fs::read_link(fd.path()).unwrap_or_default();
@@ -93,6 +102,12 @@ fn assert_round_robin(broker: &[&str]) {
     for jobs in sensors_split(summary) {
         assert!((19..=21).contains(&jobs), "J/3 ± 1 each: {summary}");
     }
+    // Every worker left on its SIGTERM: exit status 0.
+    let reaped: Vec<&Value> = (events.iter())
+        .filter(|e| e["event"] == "reaped" && e["worker"].is_i64())
+        .collect();
+    assert_eq!(reaped.len(), 4, "{reaped:?}");
+    assert!(reaped.iter().all(|e| e["code"] == 0), "{reaped:?}");
     for pid in all_pids(&events) {
         assert_eq!(proc_state(pid), None, "{pid} is left behind");
     }
@@ -229,6 +244,101 @@ fn against_a_real_mosquitto_the_split_the_kill_and_the_loss_are_the_same() {
     assert_loss_without_ledger(&broker);
 }
 
+/// Starts `sh -c script` (with `PORT` in its environment); killed with its group on drop.
+struct Shell(Child);
+
+impl Shell {
+    fn start(script: &str, port: &str) -> Shell {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .env("PORT", port)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("sh starts");
+        std::thread::sleep(Duration::from_millis(500)); // subscribed before the demo starts
+        Shell(child)
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        send_signal(-(self.0.id() as i32), libc::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_member_that_never_answers_takes_a_quarter_and_a_shell_loop_is_a_remote_worker() {
+    // The chapter's "Look for yourself" and "On a second real machine", with mosquitto's
+    // own clients.
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let port = mosquitto.url.rsplit(':').next().expect("a port").to_owned();
+    if Command::new("mosquitto_sub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("mosquitto_sub is not installed (mosquitto-clients): skipped");
+        return;
+    }
+    let broker = ["--broker", mosquitto.url.as_str(), "--jobs", "60"];
+    let silent = Shell::start(
+        "exec mosquitto_sub -p $PORT -q 1 -t '$share/workers/sensors/+/data'",
+        &port,
+    );
+    let events = run_json(demo(), &broker);
+    drop(silent);
+    let first_wave = (events.iter())
+        .filter(|e| e["event"] == "republish" && e["attempt"] == 2)
+        .count();
+    assert!(
+        (14..=16).contains(&first_wave),
+        "a quarter of 60: {first_wave}"
+    );
+    assert_every_job_once(summary(&events), 60);
+
+    let remote = Shell::start(
+        "mosquitto_sub -p $PORT -q 1 -t '$share/workers/sensors/+/data' |
+         while read -r job; do
+           id=$(printf '%s' \"$job\" | sed -E 's/.*\"job\":([0-9]+).*/\\1/')
+           mosquitto_pub -p $PORT -q 1 -t results/9 -m \"{\\\"job\\\":$id,\\\"slot\\\":9,\\\"worker\\\":$$}\"
+         done",
+        &port,
+    );
+    let events = run_json(demo(), &broker);
+    drop(remote);
+    let summary = summary(&events);
+    assert_every_job_once(summary, 60);
+    let remote_jobs: u64 = (summary["split"].as_array().expect("split").iter())
+        .filter(|entry| entry["route"] == "remote")
+        .map(|entry| entry["jobs"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        remote_jobs > 0,
+        "the shell loop's results were accepted: {summary}"
+    );
+}
+
+#[test]
+fn resolving_a_host_name_gives_each_worker_a_second_thread() {
+    // tokio starts a thread of its blocking pool to resolve `localhost`: the reason the
+    // master keeps its client out of its own process (the desk).
+    let Some(mosquitto) = Mosquitto::start() else {
+        return;
+    };
+    let url = mosquitto.url.replace("127.0.0.1", "localhost");
+    let mut running = Running::start(cargo_bin!("mqtt_workers"), &["--broker", &url]);
+    let ready = running.wait_for_where("ready", |e| e["slot"] == 0);
+    assert_eq!(threads(pid_of(&ready["worker"])), 2, "{ready}");
+    let (status, events) = running.finish();
+    assert!(status.success(), "{status:?}");
+    assert_every_job_once(summary(&events), 60);
+}
+
 #[test]
 fn with_hosts_workers_live_in_namespaces_of_their_own_and_nothing_is_left() {
     let denied = "needs CAP_SYS_ADMIN and CAP_NET_ADMIN";
@@ -266,12 +376,36 @@ fn with_hosts_workers_live_in_namespaces_of_their_own_and_nothing_is_left() {
         netns(holders[0]),
         "slot 0's worker is in host 1"
     );
+    // The kernel's tables of each namespace: the broker's has the bridge and 10.77.0.1,
+    // host h's an eth0 with 10.77.0.1h.
+    let net = |pid: i32, table: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default()
+    };
+    let broker = pid_of(&running.wait_for("broker")["broker"]);
+    assert!(
+        net(broker, "dev").contains("br0:"),
+        "{}",
+        net(broker, "dev")
+    );
+    assert!(net(broker, "fib_trie").contains("10.77.0.1\n"));
+    for (h, holder) in holders.iter().enumerate() {
+        assert!(net(*holder, "dev").contains("eth0:"), "host {}", h + 1);
+        let address = format!("10.77.0.{}\n", 11 + h);
+        assert!(
+            net(*holder, "fib_trie").contains(&address),
+            "host {}",
+            h + 1
+        );
+    }
+    let named = || std::fs::read_dir("/run/netns").map_or(0, |dir| dir.count());
+    let named_before = named();
     let (status, events) = running.finish();
     assert!(status.success(), "{status:?}");
     assert_every_job_once(summary(&events), 30);
     for pid in all_pids(&events) {
         assert_eq!(proc_state(pid), None, "{pid} is left behind");
     }
+    assert_eq!(named(), named_before, "nothing is named in /run/netns");
 }
 
 #[test]
@@ -294,6 +428,39 @@ fn ctrl_c_and_sigkill_of_the_master_leave_no_process() {
             "{pid} outlived the master"
         );
     }
+}
+
+#[test]
+fn the_demos_package_does_not_depend_on_the_broker_or_the_client() {
+    // `cargo run --bin zombie` never builds rumqttd or rumqttc: they are this package's.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = |package: &str| {
+        let output = Command::new(&cargo)
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                package,
+            ])
+            .output()
+            .expect("cargo tree");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let ours = tree("mqtt_workers");
+    assert!(
+        ours.contains("rumqttd") && ours.contains("rumqttc"),
+        "{ours}"
+    );
+    let demos = tree("proclab");
+    assert!(
+        !demos.contains("rumqtt") && !demos.contains("tokio"),
+        "{demos}"
+    );
 }
 
 #[test]
