@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The rendered book, checked in a real browser (headless Chromium, over the DevTools
 protocol): every page of book/book loads with no script error and no failed request, no
-raw `{{#` include text is left, every image loads, and no transcript is cut off at the
-right (its lines wrap inside the column). mdBook itself reports none of these.
+raw `{{#` include text is left, every image loads, no transcript is cut off at the
+right (its lines wrap inside the column), and every figure's smallest text is at least
+14 px as the page shows it (an SVG scaled down to the column shrinks its text). mdBook
+itself reports none of these.
 
 Usage: book_in_browser.py BOOK_DIR [--screenshots DIR]
 Needs: chromium-headless-shell (Debian) and the websocket-client package (PyPI).
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import websocket  # websocket-client
@@ -50,6 +53,33 @@ CHECK_PAGE = r"""
   return problems;
 })()
 """
+
+# The SVG figures on the page: where each comes from, and how wide it is shown.
+FIGURES = r"""
+Array.from(document.images)
+  .filter(img => img.currentSrc.endsWith('.svg'))
+  .map(img => ({src: img.currentSrc, shown: img.getBoundingClientRect().width}))
+"""
+
+SMALLEST_TEXT_PX = 14
+
+
+def figure_problems(figures):
+    """A problem for each figure whose smallest text is under SMALLEST_TEXT_PX as shown."""
+    problems = []
+    for figure in figures:
+        path = pathlib.Path(urllib.parse.unquote(urllib.parse.urlparse(figure["src"]).path))
+        svg = path.read_text(encoding="utf-8")
+        width = re.search(r'<svg[^>]*\bwidth="([0-9.]+)"', svg)
+        sizes = [float(size) for size in re.findall(r'font-size="([0-9.]+)"', svg)]
+        if not width or not sizes or figure["shown"] <= 0:
+            continue
+        smallest = min(sizes) * figure["shown"] / float(width.group(1))
+        if smallest < SMALLEST_TEXT_PX:
+            problems.append(f"figure text {smallest:.1f} px as shown (under {SMALLEST_TEXT_PX}): "
+                            f"{path.name}, {float(width.group(1)):.0f} px wide shown at "
+                            f"{figure['shown']:.0f}")
+    return problems
 
 
 def start_browser(profile):
@@ -114,6 +144,8 @@ class Page:
         time.sleep(0.2)  # let the page's scripts (search index, highlighting) run
         result = self.call("Runtime.evaluate", expression=CHECK_PAGE, returnByValue=True)
         problems += result["result"].get("value", ["the page check did not run"])
+        figures = self.call("Runtime.evaluate", expression=FIGURES, returnByValue=True)
+        problems += figure_problems(figures["result"].get("value", []))
         for event in self.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":

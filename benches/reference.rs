@@ -15,8 +15,8 @@
 //! It prints each ratio (demo / reference, target 0.95-1.05) and writes everything under
 //! `target/bench/` (`sched/bench.json` and the figures beside it); with `--update-book`
 //! it writes them into `book/src/` instead, where the chapters include them; `--redraw`
-//! only draws the sched figures again from the `bench.json` already there (with
-//! `--update-book`: the book's). It exits 1,
+//! only draws the figures again from the `bench.json` and `prefork.json` already there
+//! (with `--update-book`: the book's). It exits 1,
 //! with one line per comparison, if a ratio is outside the target. Needs `perf` (Debian:
 //! `apt-get install linux-perf`); without it the perf comparisons are skipped and said so.
 
@@ -40,6 +40,12 @@ const ALTERNATIONS: usize = 7;
 /// A demo's figure agrees with the reference's if their ratio is within this.
 const TARGET: std::ops::RangeInclusive<f64> = 0.95..=1.05;
 /// How long each of the bench's `nice` runs spins.
+/// Figure text, in plotters' sizes (the SVG's font-size comes out 1/1.24 of them): the
+/// smallest, 18, is 14.5 px, and a figure at most 740 px wide is shown unscaled in the
+/// book's column, so the browser check's 14 px holds.
+const LABEL: (&str, u32) = TITLE;
+const AXIS_TITLE: (&str, u32) = ("sans-serif", 19);
+const TITLE: (&str, u32) = ("sans-serif", 22);
 const NICE_SECONDS: &str = "3"; // the default: the chapter's commands
 
 fn main() -> ExitCode {
@@ -59,11 +65,15 @@ fn main() -> ExitCode {
                 .with_context(|| format!("create {}", out.join(part).display()))?;
         }
         if args.iter().any(|arg| arg == "--redraw") {
-            let path = out.join("sched/bench.json");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("read {}", path.display()))?;
-            sched_figures(&out.join("sched"), &serde_json::from_str(&text)?)?;
-            println!("redrew the figures beside {}", path.display());
+            sched_figures(
+                &out.join("sched"),
+                &read_results(&out.join("sched/bench.json"))?,
+            )?;
+            prefork::figures(
+                &out.join("patterns"),
+                &read_results(&out.join("patterns/prefork.json"))?,
+            )?;
+            println!("redrew the figures beside {}", out.display());
             return Ok(Vec::new());
         }
         match only.map(String::as_str) {
@@ -200,6 +210,12 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
         json_path.display()
     );
     Ok(comparisons)
+}
+
+/// A results file an earlier run wrote (bench.json, prefork.json).
+fn read_results(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
 }
 
 /// Draws this part's figures from the bench's results (`bench.json`'s contents): after a
@@ -609,7 +625,7 @@ where
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(figure.title, ("sans-serif", 18))
+        .caption(figure.title, TITLE)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(72)
@@ -624,8 +640,8 @@ where
         .disable_x_mesh()
         .light_line_style(WHITE)
         .x_label_formatter(&|value| label(value).unwrap_or_default())
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
+        .label_style(LABEL)
+        .axis_desc_style(AXIS_TITLE)
         .y_desc(figure.y_axis)
         .draw()
         .map_err(plot_error)?;
@@ -665,7 +681,7 @@ where
     // Each bar's value, inside it just under its top, beside the whisker.
     chart
         .draw_series(bars.iter().enumerate().map(|(index, bar)| {
-            let style = ("sans-serif", 15)
+            let style = LABEL
                 .into_font()
                 .into_text_style(&root)
                 .pos(Pos::new(HPos::Left, VPos::Top));
@@ -708,7 +724,7 @@ where
     }
     chart
         .configure_series_labels()
-        .label_font(("sans-serif", 15))
+        .label_font(LABEL)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)

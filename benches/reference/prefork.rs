@@ -57,7 +57,6 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
             }
         }
         let mut rows = Vec::new();
-        let (mut rps_bars, mut p99_bars) = (Vec::new(), Vec::new());
         for (mode, samples) in MODES.iter().zip(&runs) {
             let field = |key: &str| -> Vec<f64> {
                 samples
@@ -68,33 +67,22 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
             let (rps, p99) = (field("rps"), field("p99_ms"));
             let (rps_median, p99_median) = (measure::median(&rps), measure::median(&p99));
             println!("  {mode:<14} {rps_median:8.0} requests/s  p99 {p99_median:7.3} ms");
-            rps_bars.push(Bar::of(mode, &rps));
-            p99_bars.push(Bar::of(mode, &p99));
             rows.push(
                 json!({ "dispatch": mode, "rps": rps_median, "p99_ms": p99_median,
                               "rps_samples": rps, "p99_ms_samples": p99 }),
             );
         }
-        let title = format!("prefork --self-test, {meaning} ({WORKERS} workers, 8 connections)");
-        let panels = [
-            ("requests/s", &rps_bars[..]),
-            ("p99 latency (ms)", &p99_bars[..]),
-        ];
-        draw(
-            &figures.join(format!("prefork_{name}.svg")),
-            &title,
-            "dispatch",
-            &panels,
-        )?;
         results.insert(
             name.into(),
             json!({ "load": load, "meaning": meaning, "modes": rows }),
         );
     }
-    let against_nginx = against_nginx(figures)?;
+    let against_nginx = against_nginx()?;
     results.insert("nginx".into(), against_nginx.clone());
     let machine = json!({ "cpus": measure::usable_cpus(), "kernel": super::kernel_release() });
     results.insert("machine".into(), machine);
+    let results = Value::Object(results);
+    self::figures(figures, &results)?;
     let json_path = figures.join("prefork.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("write {}", json_path.display()))?;
@@ -109,7 +97,7 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
 }
 
 /// wrk against prefork and against nginx, alternating RUNS times; the paired ratio.
-fn against_nginx(figures: &Path) -> anyhow::Result<Value> {
+fn against_nginx() -> anyhow::Result<Value> {
     if !on_path("wrk") || !on_path("nginx") {
         println!("== prefork against nginx: skipped (apt-get install wrk nginx-light)");
         return Ok(json!({ "skipped": "wrk or nginx is not installed" }));
@@ -139,20 +127,6 @@ fn against_nginx(figures: &Path) -> anyhow::Result<Value> {
     }
     let ratio = measure::median(&ratios);
     println!("  median ratio prefork / nginx: {ratio:.2} (target >= {TARGET})");
-    let bars = [
-        Bar::of("prefork shared-accept", &demo),
-        Bar::of("nginx", &nginx),
-    ];
-    let title = format!(
-        "wrk {}, Connection: close, {WORKERS} workers each",
-        WRK.join(" ")
-    );
-    draw(
-        &figures.join("prefork_nginx.svg"),
-        &title,
-        "server",
-        &[("requests/s", &bars[..])],
-    )?;
     Ok(
         json!({ "wrk": WRK, "workers": WORKERS, "prefork_rps": demo, "nginx_rps": nginx,
                "ratios": ratios, "ratio": ratio, "target": TARGET }),
@@ -263,14 +237,60 @@ impl Bar {
     }
 }
 
-/// One panel per (axis title, bars), side by side: each bar the median, a black line
-/// from the min to the max of the runs; text 16 px, axis titles with units, a legend.
+/// Draws the chapter's three figures from the results (`prefork.json`'s contents): after
+/// a run, or alone with `--redraw`.
+pub fn figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
+    let numbers = |value: &Value| -> Vec<f64> {
+        let values = value.as_array().map(Vec::as_slice).unwrap_or_default();
+        values
+            .iter()
+            .map(|n| n.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    for (name, meaning, _) in LOADS {
+        let modes = results[name]["modes"].as_array().context("modes")?;
+        let bars = |key: &str| -> Vec<Bar> {
+            let label = |mode: &Value| mode["dispatch"].as_str().unwrap_or("?").to_owned();
+            modes
+                .iter()
+                .map(|mode| Bar::of(&label(mode), &numbers(&mode[key])))
+                .collect()
+        };
+        let (rps, p99) = (bars("rps_samples"), bars("p99_ms_samples"));
+        draw(
+            &figures.join(format!("prefork_{name}.svg")),
+            &format!("prefork --self-test: {meaning}"),
+            &format!("dispatch ({WORKERS} workers, 8 connections)"),
+            &[("requests/s", &rps[..]), ("p99 latency (ms)", &p99[..])],
+        )?;
+    }
+    let nginx = &results["nginx"];
+    if nginx.get("skipped").is_none() {
+        let bars = [
+            Bar::of("prefork shared-accept", &numbers(&nginx["prefork_rps"])),
+            Bar::of("nginx", &numbers(&nginx["nginx_rps"])),
+        ];
+        let title = format!("wrk {}, Connection: close", WRK.join(" "));
+        let server = format!("server ({WORKERS} workers each)");
+        draw(
+            &figures.join("prefork_nginx.svg"),
+            &title,
+            &server,
+            &[("requests/s", &bars[..])],
+        )?;
+    }
+    Ok(())
+}
+
+/// One panel per (axis title, bars), one above the other (so the figure stays 700 px
+/// wide, unscaled in the book's column): each bar the median, a black line from the min
+/// to the max of the runs; axis titles with units, a legend.
 fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> anyhow::Result<()> {
-    let width = 420 * panels.len() as u32;
-    let root = SVGBackend::new(path, (width.max(640), 420)).into_drawing_area();
+    let height = 40 + 360 * panels.len() as u32;
+    let root = SVGBackend::new(path, (700, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let root = root.titled(title, ("sans-serif", 18)).map_err(plot_error)?;
-    let areas = root.split_evenly((1, panels.len()));
+    let root = root.titled(title, super::TITLE).map_err(plot_error)?;
+    let areas = root.split_evenly((panels.len(), 1));
     let color = RGBColor(120, 160, 210);
     for ((y_title, bars), area) in panels.iter().zip(&areas) {
         let top = bars.iter().map(|bar| bar.max).fold(0.0, f64::max) * 1.25;
@@ -293,8 +313,8 @@ fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> a
             .x_label_formatter(&label)
             .y_desc(*y_title)
             .x_desc(x_title)
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 16))
+            .label_style(super::LABEL)
+            .axis_desc_style(super::AXIS_TITLE)
             .draw()
             .map_err(plot_error)?;
         chart
@@ -327,7 +347,7 @@ fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> a
             });
         chart
             .configure_series_labels()
-            .label_font(("sans-serif", 15))
+            .label_font(super::LABEL)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperRight)
