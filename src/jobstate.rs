@@ -60,16 +60,16 @@ impl JobView {
         }
     }
 
-    /// The fields as `ps -o pid,pgid,sid,tty,tpgid,stat` shows them, on one line.
+    /// The fields as `ps -o pid,pgid,sid,tty,tpgid` shows them, on one line (the state is
+    /// left out: a process just forked may still be running, or already asleep).
     pub fn line(&self) -> String {
         format!(
-            "pid {} pgid {} sid {} tty {} tpgid {} state {}",
+            "pid {} pgid {} sid {} tty {} tpgid {}",
             self.pid,
             self.pgid,
             self.sid,
             self.terminal(),
-            self.tpgid,
-            self.state
+            self.tpgid
         )
     }
 }
@@ -93,8 +93,9 @@ pub fn wait_until(
         anyhow::ensure!(view.state != 'Z', "{pid} ended before {what}");
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{pid}: no {what} within {limit:?} ({})",
-            view.line()
+            "{pid}: no {what} within {limit:?} ({}, state {})",
+            view.line(),
+            view.state
         );
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -95,6 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+// ANCHOR: be_a_member
 /// The child: joins `group` (0: a new one, named after itself) and waits for a signal.
 fn be_a_member(group: Pid) -> anyhow::Result<i32> {
     setpgid(Pid::from_raw(0), group).context("setpgid")?; // 0: this process
@@ -106,6 +107,7 @@ fn be_a_member(group: Pid) -> anyhow::Result<i32> {
         pause(); // until a signal kills this process
     }
 }
+// ANCHOR_END: be_a_member
 
 /// Prints what the kernel says of `pid`'s group and session, and returns it.
 fn show(pid: Pid) -> anyhow::Result<jobstate::JobView> {

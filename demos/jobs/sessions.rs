@@ -37,13 +37,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
     let master = unsafe { OwnedFd::from_raw_fd(fd) }; // the terminal emulator's end
     // SAFETY: grantpt and unlockpt take a descriptor and touch no memory of ours.
-    check(unsafe { libc::grantpt(fd) }, "grantpt")?; // the slave is yours, mode 0620
+    check(unsafe { libc::grantpt(fd) }, "grantpt")?; // the slave's owner: you
     // SAFETY: as above.
     check(unsafe { libc::unlockpt(fd) }, "unlockpt")?; // the slave may be opened now
     let mut name = [0 as libc::c_char; 64];
     // SAFETY: ptsname_r writes at most name.len() bytes, NUL included, into `name`.
     let error = unsafe { libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) };
-    check(if error == 0 { 0 } else { -1 }, "ptsname_r")?;
+    anyhow::ensure!(
+        error == 0,
+        "ptsname_r: {}",
+        std::io::Error::from_raw_os_error(error)
+    );
     // SAFETY: on success `name` holds a NUL-terminated string.
     let slave = unsafe { CStr::from_ptr(name.as_ptr()) }
         .to_string_lossy()
