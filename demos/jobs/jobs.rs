@@ -128,14 +128,10 @@ fn wait_for_change(job: Pid, hold: Duration) -> anyhow::Result<String> {
     let flags = WaitPidFlag::WUNTRACED | WaitPidFlag::WCONTINUED;
     let status = waitpid(job, Some(flags)).with_context(|| format!("waitpid({job})"))?;
     // Stopped: T. Continued: it runs back into its read, and sleeps there (S).
-    let state = if matches!(status, WaitStatus::Stopped(..)) {
-        'T'
-    } else {
-        'S'
-    };
-    jobstate::wait_until(job.as_raw(), "state", Duration::from_secs(5), |v| {
-        v.state == state
-    })?;
+    let stopped = matches!(status, WaitStatus::Stopped(..));
+    let state = if stopped { 'T' } else { 'S' };
+    let seen = |view: &jobstate::JobView| view.state == state;
+    jobstate::wait_until(job.as_raw(), "state", Duration::from_secs(5), seen)?;
     let how = child::describe(&status);
     event("waitpid")
         .field("job", job.as_raw())
@@ -149,9 +145,8 @@ fn wait_for_change(job: Pid, hold: Duration) -> anyhow::Result<String> {
 }
 // ANCHOR_END: wait
 
-/// A tiny shell on a pseudo-terminal of its own runs a foreground job and a background
-/// job: the background one is stopped by SIGTTIN when it reads the terminal, Ctrl-Z stops
-/// the foreground one (SIGTSTP), SIGCONT resumes it; waitpid reports each change.
+/// A tiny shell on a pty of its own: a background job that reads it is stopped (SIGTTIN),
+/// Ctrl-Z stops the foreground job (SIGTSTP), `fg` resumes it; waitpid reports each change.
 #[derive(Parser)]
 #[command(after_help = "Examples:\n  jobs\n  jobs --json\n  \
                         jobs --hold 0.5     # at each step: ps -o pid,pgid,sid,tty,tpgid,stat,cmd -s <shell>")]

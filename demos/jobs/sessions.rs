@@ -86,22 +86,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .fields(child::ending(&status))
         .say(format!("waitpid({leader}) -> {}", child::describe(&status)));
     let by_sighup = matches!(status, WaitStatus::Signaled(_, Signal::SIGHUP, _));
+    let (sid, terminal, tpgid) = (view.sid, view.terminal(), view.tpgid);
     event("summary")
         .field("leader", leader.as_raw())
-        .field("sid", view.sid)
-        .field("terminal", view.terminal())
-        .field("tpgid", view.tpgid)
+        .field("sid", sid)
+        .field("terminal", &terminal)
+        .field("tpgid", tpgid)
         .field("killed_by_sighup", by_sighup)
         .say(format!(
-            "summary: {leader} led session {} on {} (foreground group {}); the hangup {}",
-            view.sid,
-            view.terminal(),
-            view.tpgid,
-            if by_sighup {
-                "killed it by SIGHUP"
-            } else {
-                "did not kill it by SIGHUP"
-            }
+            "summary: {leader} led session {sid} on {terminal} (foreground group {tpgid}); \
+             killed by SIGHUP at the hangup: {by_sighup}"
         ));
     Ok(())
 }
@@ -114,10 +108,7 @@ fn lead_a_session(master: OwnedFd, slave: &str) -> anyhow::Result<i32> {
     signals::restore_default(Signal::SIGHUP); // under nohup it is ignored: the lesson needs it
     let session = setsid().context("setsid")?; // new session and group, no terminal yet
     // A session leader without a terminal that opens one (no O_NOCTTY) acquires it.
-    let terminal = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(slave);
+    let terminal = std::fs::File::options().read(true).write(true).open(slave);
     let _terminal = terminal.with_context(|| format!("open {slave}"))?;
     event("setsid").field("sid", session.as_raw()).say(format!(
         "setsid() -> session {session}; open({slave}): my controlling terminal"
