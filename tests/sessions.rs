@@ -8,6 +8,7 @@ mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use serde_json::Value;
 use std::time::Duration;
 use util::*;
 
@@ -116,4 +117,51 @@ fn every_help_example_shows_its_effect() {
         let events = run_json(demo(), &examples::without_json(args));
         assert_eq!(summary(&events)["killed_by_sighup"], true, "{args:?}");
     }
+}
+
+/// With a controlling terminal of its own, the parent must not mistake the child for the
+/// leader before its setsid (the child has the parent's terminal until then).
+#[test]
+fn from_a_terminal_the_leader_gets_the_pty_not_the_parents_terminal() {
+    let Some(events) = run_on_a_terminal(cargo_bin!("sessions")) else {
+        return;
+    };
+    let leader = pid_of(&find(&events, "setsid")["pid"]);
+    let parent = pid_of(&events[0]["pid"]);
+    let seen = |pid: i32| {
+        events
+            .iter()
+            .find(|event| event["event"] == "proc" && event["process"] == pid)
+            .unwrap_or_else(|| panic!("no proc event for {pid}"))
+    };
+    assert_ne!(seen(parent)["tty_nr"], 0, "the parent had a terminal");
+    assert_ne!(
+        seen(leader)["tty_nr"],
+        seen(parent)["tty_nr"],
+        "another terminal"
+    );
+    assert_eq!(seen(leader)["sid"], leader);
+    assert_eq!(summary(&events)["killed_by_sighup"], true, "{events:#?}");
+}
+
+/// Runs `path --json` on a terminal: script(1) starts it on a pty of its own, as the
+/// leader of a session with that pty as its controlling terminal (a local helper: the
+/// three job-control tests have one each). None, and the test is skipped, without script.
+fn run_on_a_terminal(path: &std::path::Path) -> Option<Vec<Value>> {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no script(1) to give the program a terminal");
+        return None;
+    }
+    let mut script = std::process::Command::new("script");
+    let command = format!("{} --json", path.display());
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    let output = output_within(script, Duration::from_secs(20)).expect("ends within 20 s");
+    let text = String::from_utf8_lossy(&output).replace('\r', ""); // the pty's CR LF
+    Some(events(text.as_bytes()))
 }

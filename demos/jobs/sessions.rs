@@ -65,7 +65,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ForkResult::Parent { child } => child,
     };
     let limit = Duration::from_secs(5);
-    let view = jobstate::wait_until(leader.as_raw(), "terminal", limit, |v| v.tty_nr != 0)?;
+    // Until its setsid, the child is in our session, with our terminal if we have one.
+    let new_session_with_tty = |v: &jobstate::JobView| v.sid == v.pid && v.tty_nr != 0;
+    let view = jobstate::wait_until(leader.as_raw(), "terminal", limit, new_session_with_tty)?;
     let parent_view = jobstate::job_view(parent.as_raw())?;
     for seen in [&parent_view, &view] {
         event("proc")
