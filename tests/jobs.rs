@@ -126,7 +126,7 @@ fn kill_9_of_the_program_takes_the_shell_and_jobs_with_it() {
 
 #[test]
 fn newcomer_mistakes_get_one_line_and_a_closed_stdout_is_quiet() {
-    assert_usage_error(demo(), &["--hold", "61"]);
+    assert_usage_error(demo(), &["--hold", "3601"]);
     assert_usage_error(demo(), &["--hold", "soon"]);
     assert_quiet_into_closed_pipe(cargo_bin!("jobs"), &[&[], &["--json"]]);
 }

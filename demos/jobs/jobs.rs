@@ -46,9 +46,8 @@ fn be_the_shell(hold: Duration) -> anyhow::Result<()> {
     signals::ignore(Signal::SIGTTOU)?; // as shells do: taking the terminal back would stop us
     // ANCHOR_END: terminal
     let slave = pty.slave.display();
-    event("terminal").say(format!(
-        "setsid() -> {shell}; {slave} is its controlling terminal"
-    ));
+    let text = format!("setsid() -> {shell}; {slave} is its controlling terminal");
+    event("terminal").say(text);
     // ANCHOR: jobs
     let foreground = start_job(shell, &terminal)?;
     give_terminal(&terminal, foreground, hold)?; // its reads wait for input; Ctrl-Z reaches it
@@ -110,12 +109,11 @@ fn give_terminal(terminal: &File, group: Pid, hold: Duration) -> anyhow::Result<
         anyhow::bail!("tcsetpgrp({group}): {}", std::io::Error::last_os_error());
     }
     let tpgid = jobstate::job_view(getpid().as_raw())?.tpgid;
+    let text = format!("tcsetpgrp(terminal, {group}); kernel says tpgid {tpgid}");
     event("tcsetpgrp")
         .field("pgrp", group.as_raw())
         .field("tpgid", tpgid)
-        .say(format!(
-            "tcsetpgrp(terminal, {group}); kernel says tpgid {tpgid}"
-        ));
+        .say(text);
     std::thread::sleep(hold); // --hold: time to look
     Ok(())
 }
@@ -133,13 +131,12 @@ fn wait_for_change(job: Pid, hold: Duration) -> anyhow::Result<String> {
     let seen = |view: &jobstate::JobView| view.state == state;
     jobstate::wait_until(job.as_raw(), "state", Duration::from_secs(5), seen)?;
     let how = child::describe(&status);
+    let text = format!("waitpid({job}, WUNTRACED | WCONTINUED) -> {how}; kernel says {state}");
     event("waitpid")
         .field("job", job.as_raw())
         .field("status", &how)
         .field("state", state)
-        .say(format!(
-            "waitpid({job}, WUNTRACED | WCONTINUED) -> {how}; kernel says {state}"
-        ));
+        .say(text);
     std::thread::sleep(hold);
     Ok(how)
 }
@@ -151,9 +148,8 @@ fn wait_for_change(job: Pid, hold: Duration) -> anyhow::Result<String> {
 #[command(after_help = "Examples:\n  jobs\n  jobs --json\n  \
                         jobs --hold 0.5     # at each step: ps -o pid,pgid,sid,tty,tpgid,stat,cmd -s <shell>")]
 struct Args {
-    /// Pause this long after each step, to look at it (0-60 s).
-    #[arg(long, value_name = "SECONDS", default_value = "0",
-          value_parser = cli::seconds_up_to(60.0))]
+    /// Pause this long after each step, to look at it (0-3600 s).
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = cli::seconds)]
     hold: Duration,
 
     /// Print the timeline as JSON Lines.
