@@ -119,6 +119,26 @@ fn every_help_example_shows_its_effect() {
     }
 }
 
+/// A program started with SIGINT ignored (`cmd &` in a script): its children start with
+/// SIGINT ignored too, and re-ignore it in their first steps; the parent must wait until
+/// /proc shows them with the default action, or an early SIGINT is lost (it was: the
+/// first member of a group of 3 survived, and the parent waited for ever).
+#[test]
+fn started_with_sigint_ignored_every_member_still_dies_by_it() {
+    for _ in 0..5 {
+        let mut shell = std::process::Command::new("sh");
+        let command = format!(
+            "trap '' INT; exec {} --json --children 5",
+            cargo_bin!("process_groups").display()
+        );
+        shell
+            .args(["-c", &command])
+            .stdin(std::process::Stdio::null());
+        let output = output_within(shell, Duration::from_secs(10)).expect("no member survives");
+        assert_eq!(summary(&events(&output))["killed_by_sigint"], 5);
+    }
+}
+
 /// With a controlling terminal (the program then leads its own session): the same.
 #[test]
 fn from_a_terminal_the_group_dies_the_same() {

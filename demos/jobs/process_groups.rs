@@ -8,7 +8,7 @@
 //! Book:    book/src/jobs/job_control.md
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -16,7 +16,7 @@ use nix::sys::signal::{SigHandler, Signal, killpg, signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid, fork, getpid, pause, setpgid};
 use proclab::narrate::event;
-use proclab::{child, cli, jobstate, narrate, signals};
+use proclab::{child, cli, jobstate, narrate, signals, sigstate};
 
 fn main() -> ExitCode {
     let args: Args = cli::parse();
@@ -27,15 +27,12 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let parent = getpid();
     show(parent)?;
-    // A child keeps the parent's Ctrl-C handler until it has set SIGINT back to its
-    // default: blocked across the fork, a SIGINT that comes early waits for it, pending.
-    signals::set_blocked(Signal::SIGINT, true)?;
     // ANCHOR: setpgid
     let mut group = Pid::from_raw(0); // 0: the first child founds the group, with its pid
     let mut members = Vec::new();
     for _ in 0..args.children {
-        // SAFETY: single-threaded here; the child calls setpgid, sigaction and
-        // sigprocmask, then pauses until a signal kills it (or ends in _exit).
+        // SAFETY: single-threaded here; the child calls setpgid and sigaction, then
+        // pauses until a signal kills it (or ends in _exit).
         match unsafe { fork() }.context("fork")? {
             ForkResult::Child => child::run_then_exit(parent, || be_a_member(group)),
             ForkResult::Parent { child } => {
@@ -50,16 +47,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     // ANCHOR_END: setpgid
-    signals::set_blocked(Signal::SIGINT, false)?;
     for &member in &members {
+        wait_for_default_sigint(member)?;
         show(member)?;
     }
+    let pids: Vec<i32> = members.iter().map(|member| member.as_raw()).collect();
     event("group")
         .field("pgid", group.as_raw())
-        .field(
-            "members",
-            members.iter().map(|m| m.as_raw()).collect::<Vec<_>>(),
-        )
+        .field("members", &pids)
         .say(format!("process group {group}: {} members", members.len()));
     if !signals::sleep(args.hold) {
         return Ok(()); // Ctrl-C while holding: run_stoppable ends the members
@@ -67,9 +62,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     // ANCHOR: killpg
     killpg(group, Signal::SIGINT).with_context(|| format!("killpg({group})"))?; // every member
-    event("killpg").field("pgid", group.as_raw()).say(format!(
-        "killpg({group}, SIGINT), as Ctrl-C does to a foreground group"
-    ));
+    let text = format!("killpg({group}, SIGINT), as Ctrl-C does to a foreground group");
+    event("killpg").field("pgid", group.as_raw()).say(text);
     let mut by_sigint = 0;
     for &member in &members {
         let status = child::wait_or_kill(member)?;
@@ -80,17 +74,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .say(format!("waitpid({member}) -> {}", child::describe(&status)));
     }
     // ANCHOR_END: killpg
-    let survivor = show(parent)?; // still here: SIGINT went to the other group only
+    signals::bail_if_stopped()?; // stopped while reaping: no summary
+    let parent_pgid = show(parent)?.pgid; // still here: SIGINT went to the other group only
+    let count = members.len();
     event("summary")
         .field("pgid", group.as_raw())
-        .field("members", members.len())
+        .field("members", count)
         .field("killed_by_sigint", by_sigint)
-        .field("parent_pgid", survivor.pgid)
+        .field("parent_pgid", parent_pgid)
         .say(format!(
-            "summary: {by_sigint} of {} members of group {group} died by SIGINT; \
-             the parent, in group {}, did not",
-            members.len(),
-            survivor.pgid
+            "summary: {by_sigint} of {count} members of group {group} died by SIGINT; \
+             the parent, in group {parent_pgid}, did not"
         ));
     Ok(())
 }
@@ -102,12 +96,32 @@ fn be_a_member(group: Pid) -> anyhow::Result<i32> {
     // The lesson needs SIGINT's default action (a shell's `cmd &` may have left it ignored).
     // SAFETY: SIG_DFL runs no code of ours.
     unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) }.context("signal(SIGINT)")?;
-    signals::set_blocked(Signal::SIGINT, false)?; // a SIGINT already pending kills us here
     loop {
         pause(); // until a signal kills this process
     }
 }
 // ANCHOR_END: be_a_member
+
+// ANCHOR: default_sigint
+/// Waits until `pid` neither catches nor ignores SIGINT (SigCgt, SigIgn in /proc): a
+/// fresh child has our Ctrl-C handler (or our SIG_IGN) until it installs the default, and
+/// a SIGINT that came before would not kill it.
+fn wait_for_default_sigint(pid: Pid) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        signals::bail_if_stopped()?;
+        let sets = sigstate::signal_sets(pid.as_raw())?;
+        if !sigstate::contains(sets.caught | sets.ignored, libc::SIGINT) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{pid}: SIGINT not default in 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+// ANCHOR_END: default_sigint
 
 /// Prints what the kernel says of `pid`'s group and session, and returns it.
 fn show(pid: Pid) -> anyhow::Result<jobstate::JobView> {
