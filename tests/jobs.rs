@@ -141,6 +141,28 @@ fn every_help_example_shows_its_effect() {
     }
 }
 
+/// Started with the stop signals ignored (a program may be), the jobs still stop: a shell
+/// gives its jobs the default actions back (they read EIO and ended here before it did).
+#[test]
+fn started_with_the_stop_signals_ignored_the_jobs_still_stop() {
+    let mut shell = std::process::Command::new("sh");
+    let jobs = cargo_bin!("jobs").display();
+    let command = format!("trap '' TSTP TTIN TTOU; exec {jobs} --json");
+    shell
+        .args(["-c", &command])
+        .stdin(std::process::Stdio::null());
+    let output = output_within(shell, Duration::from_secs(10)).expect("it ends");
+    let events = events(&output);
+    assert_eq!(
+        summary(&events)["background_stop"],
+        "stopped by signal 21 (SIGTTIN)"
+    );
+    assert_eq!(
+        summary(&events)["foreground_stop"],
+        "stopped by signal 20 (SIGTSTP)"
+    );
+}
+
 /// With a controlling terminal of its own: the same.
 #[test]
 fn from_a_terminal_the_jobs_stop_and_continue_the_same() {

@@ -88,7 +88,11 @@ fn start_job(shell: Pid, terminal: &File) -> anyhow::Result<Pid> {
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(shell, || {
             setpgid(Pid::from_raw(0), Pid::from_raw(0)).context("setpgid")?;
-            signals::restore_default(Signal::SIGTTOU); // the shell ignores it; a job must not
+            // As shells do for a job: the stop signals' default actions (the shell ignores
+            // SIGTTOU; we may have been started with any of them ignored).
+            for stop in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
+                signals::restore_default(stop);
+            }
             loop {
                 // In the foreground it waits for a line; in the background: SIGTTIN.
                 nix::unistd::read(terminal, &mut [0u8; 64]).context("read(terminal)")?;
