@@ -92,6 +92,7 @@ fn start_job(shell: Pid, terminal: &File) -> anyhow::Result<Pid> {
             // SIGTTOU; we may have been started with any of them ignored).
             for stop in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
                 signals::restore_default(stop);
+                signals::set_blocked(stop, false)?;
             }
             loop {
                 // In the foreground it waits for a line; in the background: SIGTTIN.

@@ -93,9 +93,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// The child: joins `group` (0: a new one, named after itself) and waits for a signal.
 fn be_a_member(group: Pid) -> anyhow::Result<i32> {
     setpgid(Pid::from_raw(0), group).context("setpgid")?; // 0: this process
-    // The lesson needs SIGINT's default action (a shell's `cmd &` may have left it ignored).
+    // The lesson needs SIGINT's default action (a script's `cmd &` leaves it ignored).
     // SAFETY: SIG_DFL runs no code of ours.
     unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) }.context("signal(SIGINT)")?;
+    signals::set_blocked(Signal::SIGINT, false)?; // nor blocked (a mask is inherited too)
     loop {
         pause(); // until a signal kills this process
     }
@@ -103,15 +104,15 @@ fn be_a_member(group: Pid) -> anyhow::Result<i32> {
 // ANCHOR_END: be_a_member
 
 // ANCHOR: default_sigint
-/// Waits until `pid` neither catches nor ignores SIGINT (SigCgt, SigIgn in /proc): a
-/// fresh child has our Ctrl-C handler (or our SIG_IGN) until it installs the default, and
-/// a SIGINT that came before would not kill it.
+/// Waits until `pid` neither catches, ignores nor blocks SIGINT (SigCgt, SigIgn, SigBlk in
+/// /proc): a fresh child has our Ctrl-C handler (or our SIG_IGN) until it installs the
+/// default, and a SIGINT that came before would not kill it.
 fn wait_for_default_sigint(pid: Pid) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         signals::bail_if_stopped()?;
         let sets = sigstate::signal_sets(pid.as_raw())?;
-        if !sigstate::contains(sets.caught | sets.ignored, libc::SIGINT) {
+        if !sigstate::contains(sets.caught | sets.ignored | sets.blocked, libc::SIGINT) {
             return Ok(());
         }
         anyhow::ensure!(
