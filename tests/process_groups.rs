@@ -1,0 +1,173 @@
+//! process_groups: while the group is held, the test reads each child's pgid and sid in
+//! /proc and finds what the program printed — one group, named after its first member,
+//! not the parent's; one killpg(SIGINT) kills every member and the parent exits 0.
+
+mod examples;
+mod stops;
+mod util;
+
+use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
+use serde_json::Value;
+use std::time::Duration;
+use util::*;
+
+fn demo() -> assert_cmd::Command {
+    cargo_bin_cmd!("process_groups")
+}
+
+fn stat_number(pid: i32, field: usize) -> i32 {
+    let text = proc_stat_field(pid, field).unwrap_or_else(|| panic!("/proc/{pid}/stat"));
+    text.parse().expect("a number")
+}
+
+/// The program's `proc` event about `pid`.
+fn printed(events: &[Value], pid: i32) -> &Value {
+    events
+        .iter()
+        .find(|event| event["event"] == "proc" && event["process"] == pid)
+        .unwrap_or_else(|| panic!("no proc event for {pid}"))
+}
+
+#[test]
+fn the_kernel_shows_one_new_group_and_killpg_kills_all_of_it_by_sigint() {
+    let mut demo = Running::start(cargo_bin!("process_groups"), &["--hold", "2"]);
+    let group = demo.wait_for("group");
+    let (pgid, members) = (pid_of(&group["pgid"]), pids_in(&group["members"]));
+    assert_eq!(members.len(), 3);
+    assert_eq!(
+        pgid, members[0],
+        "the group is named after its first member"
+    );
+    let parent = demo.pid();
+    let parent_pgid = stat_number(parent, 5);
+    assert_ne!(
+        parent_pgid, pgid,
+        "the parent is not in the children's group"
+    );
+    let sid = stat_number(parent, 6);
+    for &member in &members {
+        assert_eq!(stat_number(member, 5), pgid, "pgid of {member} in /proc");
+        assert_eq!(stat_number(member, 6), sid, "setpgid keeps the session");
+    }
+    let (status, events) = demo.finish();
+    assert!(status.success(), "the parent survives: {status:?}");
+    for &member in &members {
+        let seen = printed(&events, member);
+        assert_eq!(seen["pgid"], pgid, "printed pgid of {member}");
+        assert_eq!(seen["sid"], sid, "printed sid of {member}");
+        let reaped = events
+            .iter()
+            .find(|event| event["event"] == "reaped" && event["child"] == member)
+            .expect("every member is reaped");
+        assert_eq!(reaped["signal"], "SIGINT", "{member} died by SIGINT");
+        assert_eq!(proc_state(member), None, "{member} is gone");
+    }
+    assert_eq!(printed(&events, parent)["pgid"], parent_pgid);
+    let summary = summary(&events);
+    assert_eq!(summary["killed_by_sigint"], 3);
+    assert_eq!(summary["parent_pgid"], parent_pgid);
+}
+
+/// The members are in a group of their own: Ctrl-C to the program's group does not reach
+/// them, nor SIGTERM to the program; it must end them itself.
+#[test]
+fn ctrl_c_or_sigterm_while_holding_leaves_no_member() {
+    for stop in [libc::SIGINT, libc::SIGTERM] {
+        let mut demo = Running::start(cargo_bin!("process_groups"), &["--hold", "30"]);
+        let members = pids_in(&demo.wait_for("group")["members"]);
+        match stop {
+            libc::SIGINT => demo.interrupt(),
+            _ => demo.terminate(),
+        }
+        let (status, _) = demo.finish();
+        assert_stopped_cleanly(status, stop, &members);
+    }
+}
+
+#[test]
+fn kill_9_of_the_parent_takes_the_members_with_it() {
+    let mut demo = Running::start(cargo_bin!("process_groups"), &["--hold", "30"]);
+    let members = pids_in(&demo.wait_for("group")["members"]);
+    demo.kill();
+    let gone = eventually(Duration::from_secs(5), || {
+        members.iter().all(|&member| !running(member))
+    });
+    assert!(gone, "a member outlived its parent: {members:?}");
+}
+
+#[test]
+fn newcomer_mistakes_get_one_line_and_stops_are_quiet() {
+    assert_usage_error(demo(), &["--children", "0"]);
+    assert_usage_error(demo(), &["--children", "21"]);
+    assert_usage_error(demo(), &["--hold", "soon"]);
+    assert_quiet_into_closed_pipe(cargo_bin!("process_groups"), &[&[], &["--json"]]);
+    stops::assert_quiet_sigterm(
+        cargo_bin!("process_groups"),
+        &["--hold", "5"],
+        "group",
+        &[50],
+    );
+}
+
+#[test]
+fn every_help_example_shows_its_effect() {
+    let examples: &[&[&str]] = &[&[], &["--children", "5", "--json"], &["--hold", "2"]];
+    examples::assert_help_examples(cargo_bin!("process_groups"), examples);
+    for (args, members) in examples.iter().zip([3, 5, 3]) {
+        let events = run_json(demo(), &examples::without_json(args));
+        assert_eq!(summary(&events)["killed_by_sigint"], members, "{args:?}");
+    }
+}
+
+/// A program started with SIGINT ignored (`cmd &` in a script): its children start with
+/// SIGINT ignored too, and re-ignore it in their first steps; the parent must wait until
+/// /proc shows them with the default action, or an early SIGINT is lost (it was: the
+/// first member of a group of 3 survived, and the parent waited for ever).
+#[test]
+fn started_with_sigint_ignored_every_member_still_dies_by_it() {
+    for _ in 0..5 {
+        let mut shell = std::process::Command::new("sh");
+        let command = format!(
+            "trap '' INT; exec {} --json --children 5",
+            cargo_bin!("process_groups").display()
+        );
+        shell
+            .args(["-c", &command])
+            .stdin(std::process::Stdio::null());
+        let output = output_within(shell, Duration::from_secs(10)).expect("no member survives");
+        assert_eq!(summary(&events(&output))["killed_by_sigint"], 5);
+    }
+}
+
+/// With a controlling terminal (the program then leads its own session): the same.
+#[test]
+fn from_a_terminal_the_group_dies_the_same() {
+    let Some(events) = run_on_a_terminal(cargo_bin!("process_groups")) else {
+        return;
+    };
+    let parent = pid_of(&events[0]["pid"]);
+    assert_ne!(printed(&events, parent)["tty_nr"], 0, "it had a terminal");
+    assert_eq!(summary(&events)["killed_by_sigint"], 3);
+}
+
+/// Runs `path --json` on a terminal: script(1) starts it on a pty of its own, as the
+/// leader of a session with that pty as its controlling terminal (a local helper: the
+/// three job-control tests have one each). None, and the test is skipped, without script.
+fn run_on_a_terminal(path: &std::path::Path) -> Option<Vec<Value>> {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no script(1) to give the program a terminal");
+        return None;
+    }
+    let mut script = std::process::Command::new("script");
+    let command = format!("{} --json", path.display());
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    let output = output_within(script, Duration::from_secs(20)).expect("ends within 20 s");
+    let text = String::from_utf8_lossy(&output).replace('\r', ""); // the pty's CR LF
+    Some(events(text.as_bytes()))
+}
