@@ -28,17 +28,16 @@ pub fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
-/// Job control as the kernel keeps it (/proc/<pid>/stat fields 3, 5, 6 and 8).
+/// Job control as the kernel keeps it (/proc/<pid>/stat fields 3, 5 and 8).
 #[derive(Clone, Copy, Debug)]
 pub struct Groups {
     pub state: char,
     pub pgrp: i32,
-    pub session: i32,
     /// The foreground process group of the process's controlling terminal (-1: none).
     pub tpgid: i32,
 }
 
-/// Reads the process group, session and terminal foreground group of `pid`.
+/// Reads the state, process group and terminal foreground group of `pid`.
 pub fn groups(pid: i32) -> Option<Groups> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = text[text.rfind(')')? + 2..].split(' ').collect();
@@ -46,7 +45,6 @@ pub fn groups(pid: i32) -> Option<Groups> {
     Some(Groups {
         state: fields.first()?.chars().next()?,
         pgrp: number(2)?,
-        session: number(3)?,
         tpgid: number(5)?,
     })
 }

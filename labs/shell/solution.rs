@@ -94,7 +94,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             Err(Errno::EINTR) | Ok(_) => {}
             Err(error) => return Err(error.into()),
         }
-        let typed = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        let typed = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
         while let Ok(1..) = read(&wake_read, &mut [0u8; 64]) {}
         if typed {
             let mut buffer = [0u8; 1024];
@@ -151,7 +154,14 @@ fn command(line: &str, jobs: &mut BTreeMap<u32, Job>, terminal: &std::io::Stdin)
                 println!("[{number}] ({pid}) {line}");
             }
             let line = line.to_string();
-            jobs.insert(number, Job { pgid: pid, stopped: false, line });
+            jobs.insert(
+                number,
+                Job {
+                    pgid: pid,
+                    stopped: false,
+                    line,
+                },
+            );
             (!background).then_some(number)
         }
     }

@@ -96,7 +96,11 @@ impl Session {
     /// its standard input — a pseudo-terminal's slave the lab opened and passed as fd 0 —
     /// the way a terminal emulator starts a shell. Its pid is its process group and its
     /// session; otherwise as [`Session::spawn`].
-    pub fn spawn_on_terminal(&mut self, command: &mut Command, passed: u32) -> anyhow::Result<Child> {
+    pub fn spawn_on_terminal(
+        &mut self,
+        command: &mut Command,
+        passed: u32,
+    ) -> anyhow::Result<Child> {
         // SAFETY: runs between fork and exec, after the lab's pre_exec put the terminal
         // on fd 0; setsid and ioctl are single system calls and allocate nothing.
         unsafe {

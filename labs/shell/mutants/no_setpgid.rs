@@ -1,12 +1,8 @@
-//! shell — the answer key: a job-control shell (foreground and background jobs, Ctrl-C,
-//! Ctrl-Z, `jobs`, `fg %N`, `bg %N`, `quit`), each job in a process group of its own.
-//!
-//! Contract: labs/shell/README.md. The shape: the shell ignores the terminal's job-control
-//! signals; each child puts itself in a new group, takes the terminal if it is the
-//! foreground job, restores the signals and execs. SIGCHLD's handler writes a byte to a
-//! pipe; the main loop polls the terminal (only when no foreground job runs) and that
-//! pipe, and reaps with waitpid(-1, WNOHANG | WUNTRACED | WCONTINUED) until it returns 0.
-//! Grade: cargo run -p labs --bin grade -- shell --submission labs/shell/solution.rs
+//! shell mutant no-setpgid — the solution without setpgid: every job stays in the shell's
+//! process group. The terminal cannot be given to a job alone (tcsetpgrp fails), so
+//! Ctrl-C and Ctrl-Z reach every job at once — the background ones too — and `bg`/`fg`
+//! signal a group that does not exist (kill(-pid) fails with ESRCH).
+//! Must lose: see labs.toml.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -20,7 +16,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, execvp, fork, getpgrp, pipe2, read, setpgid, tcsetpgrp};
+use nix::unistd::{ForkResult, Pid, execvp, fork, getpgrp, pipe2, read, tcsetpgrp};
 
 /// The signals the terminal sends for keys, or to a background group that touches it.
 const JOB_SIGNALS: [Signal; 5] = [
@@ -94,7 +90,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             Err(Errno::EINTR) | Ok(_) => {}
             Err(error) => return Err(error.into()),
         }
-        let typed = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        let typed = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
         while let Ok(1..) = read(&wake_read, &mut [0u8; 64]) {}
         if typed {
             let mut buffer = [0u8; 1024];
@@ -151,7 +150,14 @@ fn command(line: &str, jobs: &mut BTreeMap<u32, Job>, terminal: &std::io::Stdin)
                 println!("[{number}] ({pid}) {line}");
             }
             let line = line.to_string();
-            jobs.insert(number, Job { pgid: pid, stopped: false, line });
+            jobs.insert(
+                number,
+                Job {
+                    pgid: pid,
+                    stopped: false,
+                    line,
+                },
+            );
             (!background).then_some(number)
         }
     }
@@ -165,7 +171,7 @@ fn start(words: &[&str], foreground: bool, terminal: &std::io::Stdin) -> Option<
     // and _exit before it becomes the command.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            // MUTANT: no setpgid(0, 0): the job stays in the shell's group.
             if foreground {
                 let _ = tcsetpgrp(terminal, getpgrp()); // SIGTTOU is still ignored here
             }
@@ -179,7 +185,7 @@ fn start(words: &[&str], foreground: bool, terminal: &std::io::Stdin) -> Option<
             unsafe { libc::_exit(127) }
         }
         Ok(ForkResult::Parent { child }) => {
-            let _ = setpgid(child, child); // also here: whichever runs first wins
+            // MUTANT: no setpgid(child, child) either.
             if foreground {
                 let _ = tcsetpgrp(terminal, child);
             }

@@ -1,12 +1,7 @@
-//! shell — the answer key: a job-control shell (foreground and background jobs, Ctrl-C,
-//! Ctrl-Z, `jobs`, `fg %N`, `bg %N`, `quit`), each job in a process group of its own.
-//!
-//! Contract: labs/shell/README.md. The shape: the shell ignores the terminal's job-control
-//! signals; each child puts itself in a new group, takes the terminal if it is the
-//! foreground job, restores the signals and execs. SIGCHLD's handler writes a byte to a
-//! pipe; the main loop polls the terminal (only when no foreground job runs) and that
-//! pipe, and reaps with waitpid(-1, WNOHANG | WUNTRACED | WCONTINUED) until it returns 0.
-//! Grade: cargo run -p labs --bin grade -- shell --submission labs/shell/solution.rs
+//! shell mutant no-tcsetpgrp — the solution without tcsetpgrp: each job has its own
+//! group, but the terminal's foreground group stays the shell's. Ctrl-C and Ctrl-Z reach
+//! only the shell (which ignores them); the foreground job never sees them.
+//! Must lose: see labs.toml.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -20,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, killpg, sigaction};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, execvp, fork, getpgrp, pipe2, read, setpgid, tcsetpgrp};
+use nix::unistd::{ForkResult, Pid, execvp, fork, pipe2, read, setpgid};
 
 /// The signals the terminal sends for keys, or to a background group that touches it.
 const JOB_SIGNALS: [Signal; 5] = [
@@ -60,14 +55,14 @@ fn main() -> Result<(), Box<dyn Error>> {
             sigaction(signal, &ignore)?;
         }
     }
-    let (terminal, shell) = (std::io::stdin(), getpgrp());
+    let terminal = std::io::stdin();
     let mut jobs: BTreeMap<u32, Job> = BTreeMap::new();
     let mut foreground: Option<u32> = None;
     let (mut pending, mut prompted) = (Vec::new(), false);
     loop {
         reap(&mut jobs, &mut foreground);
         if foreground.is_none() {
-            let _ = tcsetpgrp(&terminal, shell); // the terminal is the shell's again
+            // MUTANT: never takes the terminal back (it never gave it away).
         }
         let ready = foreground.is_none();
         let end = pending.iter().position(|&byte| byte == b'\n');
@@ -94,7 +89,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             Err(Errno::EINTR) | Ok(_) => {}
             Err(error) => return Err(error.into()),
         }
-        let typed = fds.get(1).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        let typed = fds
+            .get(1)
+            .and_then(PollFd::revents)
+            .is_some_and(|r| !r.is_empty());
         while let Ok(1..) = read(&wake_read, &mut [0u8; 64]) {}
         if typed {
             let mut buffer = [0u8; 1024];
@@ -137,9 +135,7 @@ fn command(line: &str, jobs: &mut BTreeMap<u32, Job>, terminal: &std::io::Stdin)
                 return None;
             };
             let job = jobs.get_mut(&number)?;
-            if which == "fg" {
-                let _ = tcsetpgrp(terminal, job.pgid);
-            }
+            // MUTANT: `fg` does not give the job the terminal.
             let _ = killpg(job.pgid, Signal::SIGCONT);
             job.stopped = false;
             (which == "fg").then_some(number)
@@ -151,7 +147,14 @@ fn command(line: &str, jobs: &mut BTreeMap<u32, Job>, terminal: &std::io::Stdin)
                 println!("[{number}] ({pid}) {line}");
             }
             let line = line.to_string();
-            jobs.insert(number, Job { pgid: pid, stopped: false, line });
+            jobs.insert(
+                number,
+                Job {
+                    pgid: pid,
+                    stopped: false,
+                    line,
+                },
+            );
             (!background).then_some(number)
         }
     }
@@ -159,16 +162,14 @@ fn command(line: &str, jobs: &mut BTreeMap<u32, Job>, terminal: &std::io::Stdin)
 
 // ANCHOR: start
 /// Forks a job in a process group of its own; the foreground one gets the terminal.
-fn start(words: &[&str], foreground: bool, terminal: &std::io::Stdin) -> Option<Pid> {
+fn start(words: &[&str], _foreground: bool, _terminal: &std::io::Stdin) -> Option<Pid> {
     let argv: Vec<CString> = words.iter().filter_map(|w| CString::new(*w).ok()).collect();
     // SAFETY: single-threaded; the child calls only setpgid, tcsetpgrp, sigaction, execvp
     // and _exit before it becomes the command.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            if foreground {
-                let _ = tcsetpgrp(terminal, getpgrp()); // SIGTTOU is still ignored here
-            }
+            // MUTANT: the foreground child does not take the terminal.
             let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
             for signal in JOB_SIGNALS.into_iter().chain([Signal::SIGCHLD]) {
                 // SAFETY: SIG_DFL runs nothing; an ignored signal would stay so across exec.
@@ -180,9 +181,7 @@ fn start(words: &[&str], foreground: bool, terminal: &std::io::Stdin) -> Option<
         }
         Ok(ForkResult::Parent { child }) => {
             let _ = setpgid(child, child); // also here: whichever runs first wins
-            if foreground {
-                let _ = tcsetpgrp(terminal, child);
-            }
+            // MUTANT: nor does the parent give it.
             Some(child)
         }
         Err(error) => {

@@ -356,8 +356,11 @@ pub fn check_submissions(failures: &mut Failures) {
     std::fs::copy(format!("{labs}/starter.rs"), dir.join("bob.rs")).expect("copy");
     std::fs::write(dir.join("carol.rs"), "fn main() { this does not compile }").expect("write");
     std::fs::write(dir.join("dave.rs"), FORK_BOMB).expect("write");
-    std::fs::write(dir.join("erin.rs"), late_reporter(&format!("{labs}/solution.rs")))
-        .expect("write");
+    std::fs::write(
+        dir.join("erin.rs"),
+        late_reporter(&format!("{labs}/solution.rs")),
+    )
+    .expect("write");
     let started = Instant::now();
     let csv = grade(&[
         "reaper",
@@ -438,7 +441,11 @@ fn late_reporter(solution: &str) -> String {
             "        if !late.is_empty() {\n            std::thread::sleep(std::time::Duration::from_millis(100));\n            report.write_all(late.concat().as_bytes())?;\n        }\n",
             1,
         );
-    assert_eq!(late.matches("late").count(), 4, "the solution's reap loop changed");
+    assert_eq!(
+        late.matches("late").count(),
+        4,
+        "the solution's reap loop changed"
+    );
     late
 }
 

@@ -14,8 +14,21 @@ impl Driver<'_> {
     /// Ctrl-C must end the foreground job only; Ctrl-Z must stop it only. Either way the
     /// shell lives, prompts again and owns the terminal again.
     pub(super) fn key_to_foreground(&mut self, id: u32, key: u8) {
-        let Some(Fore { via_fg, before, .. }) = self.fg.take() else {
+        let Some(Fore { via_fg, before }) = self.fg.take() else {
             self.w.term.key(key);
+            let (check, name) = if key == CTRL_C {
+                ("ctrl-c", "Ctrl-C")
+            } else {
+                ("ctrl-z", "Ctrl-Z")
+            };
+            let why = self.w.why();
+            self.fail(
+                check,
+                format!(
+                    "no foreground job to send {name} to: `{}` never started{why}",
+                    self.w.hold(id)
+                ),
+            );
             return;
         };
         let (line, pid) = (self.w.hold(id), self.w.pid_of(id));
@@ -35,23 +48,43 @@ impl Driver<'_> {
             None => interrupt,
             Some(g) => !interrupt && g.state == 'T',
         };
-        if !self.w.until(KEY_WAIT, done) {
+        if !self.w.until(self.grace(check, KEY_WAIT), done) {
             let state = self.w.alive(id).map_or('-', |g| g.state);
             let pid = pid.unwrap_or(-1);
-            let message = if interrupt || state != '-' {
-                format!("`{line}` (pid {pid}) was not {action} 1 s after {name} (state {state}): the terminal sends {signal_name} to its foreground process group — the job's group must own the terminal (tcsetpgrp), and the child must restore {signal_name} to SIG_DFL before execvp (an ignored signal stays ignored across exec); the grader then {action} it itself")
+            let shared = self.w.alive(id).is_some_and(|g| g.pgrp == self.w.shell);
+            let message = if shared && !interrupt {
+                format!(
+                    "`{line}` (pid {pid}) was not stopped 1 s after Ctrl-Z (state {state}): it ran in the shell's own process group, which the kernel counts as orphaned (the shell's parent is in another session) and so discards the terminal's SIGTSTP for — give every job a process group of its own (setpgid)"
+                )
+            } else if interrupt || state != '-' {
+                format!(
+                    "`{line}` (pid {pid}) was not {action} 1 s after {name} (state {state}): the terminal sends {signal_name} to its foreground process group — the job's group must own the terminal (tcsetpgrp), and the child must restore {signal_name} to SIG_DFL before execvp (an ignored signal stays ignored across exec); the grader then {action} it itself"
+                )
             } else {
-                format!("`{line}` (pid {pid}) ended at {name} instead of stopping: the default action of SIGTSTP stops a process; leave it to the kernel")
+                format!(
+                    "`{line}` (pid {pid}) ended at {name} instead of stopping: the default action of SIGTSTP stops a process; leave it to the kernel"
+                )
             };
             self.fail(check, message);
-            signal(Some(pid), if interrupt { Signal::SIGKILL } else { Signal::SIGSTOP });
+            signal(
+                Some(pid),
+                if interrupt {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGSTOP
+                },
+            );
             self.w.until(KEY_WAIT, done);
         }
         if !self.w.session.running() {
             let why = self.w.why();
             self.fail(check, format!("{name} ended the shell itself{why}: the shell must ignore SIGINT, SIGTSTP and SIGTTOU, and run each job in a process group of its own"));
         } else {
-            self.at_prompt(check, before, &format!("{name} {action} the foreground job"));
+            self.at_prompt(
+                check,
+                before,
+                &format!("{name} {action} the foreground job"),
+            );
         }
         for other in self.background.clone() {
             let state = self.w.alive(other).map(|g| g.state);
@@ -62,7 +95,8 @@ impl Driver<'_> {
                 signal(other_pid, Signal::SIGCONT);
             }
         }
-        self.background.retain(|&other| self.w.alive(other).is_some());
+        self.background
+            .retain(|&other| self.w.alive(other).is_some());
         self.w.findings.pass(check);
     }
 
@@ -72,12 +106,17 @@ impl Driver<'_> {
         let (line, pid) = (self.w.hold(id), self.w.pid_of(id).unwrap_or(-1));
         self.w.term.line(&format!("bg %{number}"));
         let running = |w: &super::Watch| w.alive(id).is_some_and(|g| g.state != 'T');
-        if self.w.until(KEY_WAIT, running) {
+        if self.w.until(self.grace("bg", KEY_WAIT), running) {
             self.background.push(id);
         } else {
             let message = match self.w.alive(id) {
-                None => format!("job %{number} (`{line}`, pid {pid}) was gone at `bg %{number}`{}", self.w.why()),
-                Some(_) => format!("job %{number} (`{line}`, pid {pid}) was still stopped (state T) 1 s after `bg %{number}`: send SIGCONT to the job's process group (kill(-pgid, SIGCONT)) and mark it running"),
+                None => format!(
+                    "job %{number} (`{line}`, pid {pid}) was gone at `bg %{number}`{}",
+                    self.w.why()
+                ),
+                Some(_) => format!(
+                    "job %{number} (`{line}`, pid {pid}) was still stopped (state T) 1 s after `bg %{number}`: send SIGCONT to the job's process group (kill(-pgid, SIGCONT)) and mark it running"
+                ),
             };
             self.fail("bg", message);
         }
@@ -91,7 +130,6 @@ impl Driver<'_> {
         let line = self.w.hold(id);
         self.w.term.line(&format!("fg %{number}"));
         self.fg = Some(Fore {
-            id,
             via_fg: true,
             before,
         });
@@ -102,7 +140,10 @@ impl Driver<'_> {
     pub(super) fn finish(&mut self) {
         if !self.w.session.running() {
             let why = self.w.why();
-            self.fail("finish", format!("the shell had already ended before Ctrl-D{why}"));
+            self.fail(
+                "finish",
+                format!("the shell had already ended before Ctrl-D{why}"),
+            );
             return;
         }
         self.w.term.key(CTRL_D);
@@ -111,14 +152,26 @@ impl Driver<'_> {
         let left = observe::children(std::process::id() as i32);
         let message = if !exited {
             let why = self.w.why();
-            format!("the shell did not exit within {} s of Ctrl-D (read returned 0: end-of-file){why}: then end every job (SIGHUP and SIGCONT to each job's group, or SIGKILL), reap them all, and exit 0", FINISH.as_secs_f32())
+            format!(
+                "the shell did not exit within {} s of Ctrl-D (read returned 0: end-of-file){why}: then end every job (SIGHUP and SIGCONT to each job's group, or SIGKILL), reap them all, and exit 0",
+                FINISH.as_secs_f32()
+            )
         } else if !left.is_empty() {
-            let pids: Vec<String> = left.iter().map(|stat| format!("{} ({})", stat.pid, stat.state)).collect();
-            format!("the shell exited but left {} of its jobs' processes, which the grader adopted: {}: kill every job's process group and waitpid each one before you exit", left.len(), pids.join(", "))
+            let pids: Vec<String> = left
+                .iter()
+                .map(|stat| format!("{} ({})", stat.pid, stat.state))
+                .collect();
+            format!(
+                "the shell exited but left {} of its jobs' processes, which the grader adopted: {}: kill every job's process group and waitpid each one before you exit",
+                left.len(),
+                pids.join(", ")
+            )
         } else {
             match self.w.session.status {
                 Some(WaitStatus::Exited(_, 0)) | None => String::new(),
-                Some(WaitStatus::Exited(_, code)) => format!("the shell exited with status {code} at end-of-file: exit 0"),
+                Some(WaitStatus::Exited(_, code)) => {
+                    format!("the shell exited with status {code} at end-of-file: exit 0")
+                }
                 Some(status) => format!("the shell ended with {status:?} at end-of-file: exit 0"),
             }
         };

@@ -48,6 +48,8 @@ pub struct Driver<'s> {
     w: Watch<'s>,
     fg: Option<Fore>,
     background: Vec<u32>,
+    /// The background job that ends by itself (the zombie test), once typed.
+    ends: Option<u32>,
 }
 
 pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result<Findings> {
@@ -65,6 +67,7 @@ pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result
         },
         fg: None,
         background: Vec::new(),
+        ends: None,
     };
     driver.at_prompt("foreground", 0, "the shell started");
     for step in steps {

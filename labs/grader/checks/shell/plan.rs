@@ -76,7 +76,7 @@ pub fn plan(seed: u64) -> Vec<Step> {
 pub fn answers(seed: u64) -> String {
     let job = |id: u32| format!("lab-child hold --id {id}");
     let mut out = format!(
-        "shell, seed {seed}: the trace (the shell's prompt is `{}`; WAIT = the next prompt)\n",
+        "shell, seed {seed}: the trace (the prompt is `{}`; WAIT = the next prompt; lab-child is the grader's helper, typed with its whole path)\n",
         super::term::PROMPT
     );
     out += "WAIT                                  the first prompt; the shell's group owns the terminal\n";

@@ -7,6 +7,8 @@
 //! itself (SIGKILL, SIGSTOP, SIGCONT to that process), so that one mistake costs its
 //! own check and the trace goes on.
 
+use std::time::Duration;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -15,10 +17,9 @@ use super::plan::Step;
 use super::term::{CTRL_C, CTRL_Z};
 use super::{GROUP_WAIT, KEY_WAIT, PROMPT_WAIT, START, TERMINAL_WAIT};
 
-/// The foreground job as the grader typed it: its helper id, whether `fg` brought it
+/// The foreground job as the grader typed it: whether `fg` brought it
 /// back, and the prompt count before it (the next prompt means the shell is back).
 pub struct Fore {
-    pub id: u32,
     pub via_fg: bool,
     pub before: usize,
 }
@@ -38,7 +39,11 @@ impl Driver<'_> {
                 let before = self.fg.take().map_or(0, |fore| fore.before);
                 signal(self.w.pid_of(id), end);
                 self.w.until(KEY_WAIT, |w| w.alive(id).is_none());
-                self.at_prompt("foreground", before, &format!("`{}` ended", self.w.hold(id)));
+                self.at_prompt(
+                    "foreground",
+                    before,
+                    &format!("`{}` ended", self.w.hold(id)),
+                );
             }
             Step::Int(id) => self.key_to_foreground(id, CTRL_C),
             Step::Tstp(id) => self.key_to_foreground(id, CTRL_Z),
@@ -50,7 +55,11 @@ impl Driver<'_> {
             Step::BgCmd(number, id) => self.bg(number, id),
             Step::FgCmd(number, id) => self.fg(number, id),
             Step::Pause(ms) => {
-                self.w.until(std::time::Duration::from_millis(ms), |_| false);
+                self.w.until(Duration::from_millis(ms), |_| false);
+                if let Some(id) = self.ends.filter(|&id| self.w.pid_of(id).is_none()) {
+                    let why = self.w.why();
+                    self.fail("no-zombie", format!("the background job `{} exit … --id {id} &` never ran, so the grader could not see it reaped{why}", self.w.helper));
+                }
             }
             Step::Eof => self.finish(),
         }
@@ -66,7 +75,6 @@ impl Driver<'_> {
             return;
         }
         self.fg = Some(Fore {
-            id,
             via_fg: false,
             before,
         });
@@ -77,16 +85,17 @@ impl Driver<'_> {
     fn background(&mut self, id: u32, exit: Option<(i32, u64)>) {
         let line = match exit {
             None => format!("{} &", self.w.hold(id)),
-            Some((code, life)) => format!(
-                "{} exit {code} --after {life} --id {id} &",
-                self.w.helper
-            ),
+            Some((code, life)) => {
+                format!("{} exit {code} --after {life} --id {id} &", self.w.helper)
+            }
         };
+        if exit.is_some() {
+            self.ends = Some(id);
+        }
         let before = self.w.term.prompts;
         self.w.term.line(&line);
-        self.w.until(START, |w| {
-            w.pid_of(id).is_some() && w.term.prompts > before
-        });
+        self.w
+            .until(START, |w| w.pid_of(id).is_some() && w.term.prompts > before);
         if self.w.pid_of(id).is_none() {
             let why = self.w.why();
             self.fail("background", format!("`{line}` started no process within {} s: a line ending in `&` runs like any other, without waiting{why}", START.as_secs_f32()));
@@ -101,7 +110,8 @@ impl Driver<'_> {
             self.background.push(id);
         }
         let shell = self.w.shell;
-        if !self.w.until(TERMINAL_WAIT, |w| w.tpgid() == shell) {
+        let wait = self.grace("background", TERMINAL_WAIT);
+        if !self.w.until(wait, |w| w.tpgid() == shell) {
             let tpgid = self.w.tpgid();
             self.fail("background", format!("after `{line}` the terminal's foreground group (tpgid) was {tpgid}, not the shell's ({shell}): only a foreground job gets the terminal"));
         }
@@ -111,9 +121,17 @@ impl Driver<'_> {
     /// The job's process must lead a process group of its own.
     fn own_group(&mut self, id: u32, line: &str) {
         let (shell, pid) = (self.w.shell, self.w.pid_of(id).unwrap_or(-1));
-        if !self.w.until(GROUP_WAIT, |w| w.alive(id).is_none_or(|g| g.pgrp == pid)) {
+        let wait = self.grace("own-group", GROUP_WAIT);
+        if !self
+            .w
+            .until(wait, |w| w.alive(id).is_none_or(|g| g.pgrp == pid))
+        {
             let group = self.w.alive(id).map_or(-1, |g| g.pgrp);
-            let whose = if group == shell { "the shell's process group" } else { "process group" };
+            let whose = if group == shell {
+                "the shell's process group"
+            } else {
+                "process group"
+            };
             self.fail("own-group", format!("`{line}` (pid {pid}) ran in {whose} {group}, not in a group of its own ({pid}): call setpgid(0, 0) in the child before execvp, and setpgid(pid, pid) in the parent after fork (whichever runs first)"));
         }
         self.w.findings.pass("own-group");
@@ -126,16 +144,29 @@ impl Driver<'_> {
             w.alive(id)
                 .is_some_and(|g| g.state != 'T' && g.pgrp != shell && w.tpgid() == g.pgrp)
         };
-        if self.w.until(TERMINAL_WAIT, owns) {
+        if self.w.until(self.grace(check, TERMINAL_WAIT), owns) {
             self.w.findings.pass(check);
             return true;
         }
         let (pid, tpgid) = (self.w.pid_of(id).unwrap_or(-1), self.w.tpgid());
         let message = match self.w.alive(id) {
-            None => format!("`{line}` (pid {pid}) was gone before the grader saw it own the terminal{}", self.w.why()),
-            Some(g) if g.state == 'T' => format!("`{line}` (pid {pid}) stayed stopped (state T): send SIGCONT to its process group (kill(-pgid, SIGCONT)) before you wait for it"),
-            Some(g) if g.pgrp == shell => format!("`{line}` (pid {pid}) ran in the shell's own process group {shell}, so the terminal could not be given to it alone: setpgid first, then tcsetpgrp(0, pgid)"),
-            Some(g) => format!("while `{line}` (pid {pid}, group {}) ran in the foreground, the terminal's foreground group (tpgid, field 8 of /proc/{shell}/stat) was {tpgid}{}: give it the terminal with tcsetpgrp(0, {}) before you wait for it", g.pgrp, if tpgid == shell { ", the shell's" } else { "" }, g.pgrp),
+            None if pid < 0 => format!("`{line}` never started{}", self.w.why()),
+            None => format!(
+                "`{line}` (pid {pid}) was gone before the grader saw it own the terminal{}",
+                self.w.why()
+            ),
+            Some(g) if g.state == 'T' => format!(
+                "`{line}` (pid {pid}) stayed stopped (state T): send SIGCONT to its process group (kill(-pgid, SIGCONT)) before you wait for it"
+            ),
+            Some(g) if g.pgrp == shell => format!(
+                "`{line}` (pid {pid}) ran in the shell's own process group {shell}, so the terminal could not be given to it alone: setpgid first, then tcsetpgrp(0, pgid)"
+            ),
+            Some(g) => format!(
+                "while `{line}` (pid {pid}, group {}) ran in the foreground, the terminal's foreground group (tpgid, field 8 of /proc/{shell}/stat) was {tpgid}{}: give it the terminal with tcsetpgrp(0, {}) before you wait for it",
+                g.pgrp,
+                if tpgid == shell { ", the shell's" } else { "" },
+                g.pgrp
+            ),
         };
         self.fail(check, message);
         false
@@ -149,14 +180,28 @@ impl Driver<'_> {
             return;
         }
         let shell = self.w.shell;
-        if !self.w.until(TERMINAL_WAIT, |w| w.tpgid() == shell) {
+        if !self
+            .w
+            .until(self.grace(check, TERMINAL_WAIT), |w| w.tpgid() == shell)
+        {
             let tpgid = self.w.tpgid();
             self.fail(check, format!("at the prompt after {after} the terminal's foreground group (tpgid) was {tpgid}, not the shell's ({shell}): take the terminal back with tcsetpgrp(0, getpgrp()) before you prompt"));
         }
         self.w.findings.pass(check);
     }
 
+    /// Messages name the helper `lab-child`, not its whole path.
     pub(super) fn fail(&mut self, check: &str, message: String) {
+        let message = message.replace(&self.w.helper, "lab-child");
         self.w.findings.fail(check, message);
+    }
+
+    /// How long to give an observation for `check`: the full time, or a short one once
+    /// the check has failed (its verdict is in; the trace need not wait for it again).
+    pub(super) fn grace(&self, check: &str, full: Duration) -> Duration {
+        match self.w.findings.0.get(check) {
+            Some(Err(_)) => full.min(Duration::from_millis(150)),
+            _ => full,
+        }
     }
 }

@@ -104,9 +104,10 @@ impl Term {
         let _ = nix::unistd::write(&self.master, bytes);
     }
 
-    /// The last lines the shell printed (for a message): at most `count` characters.
-    pub fn tail(&self, count: usize) -> String {
-        let text = String::from_utf8_lossy(&self.output);
+    /// The last lines the shell printed (for a message): at most `count` characters,
+    /// the helper's path shortened to `lab-child`.
+    pub fn tail(&self, count: usize, helper: &str) -> String {
+        let text = String::from_utf8_lossy(&self.output).replace(helper, "lab-child");
         let start = text.len().saturating_sub(count);
         let start = (start..text.len())
             .find(|&at| text.is_char_boundary(at))

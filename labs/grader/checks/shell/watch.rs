@@ -102,9 +102,11 @@ impl Watch<'_> {
 
     /// For a message: the shell's state when a check failed, and its last output.
     pub fn why(&self) -> String {
-        let tail = self.term.tail(60);
+        let tail = self.term.tail(60, &self.helper);
         match self.session.status {
-            Some(status) => format!(" (the shell had ended: {status:?}; it last printed \"{tail}\")"),
+            Some(status) => {
+                format!(" (the shell had ended: {status:?}; it last printed \"{tail}\")")
+            }
             None => format!(" (the shell last printed \"{tail}\")"),
         }
     }
