@@ -76,3 +76,20 @@ pub fn grade(session: &mut Session, program: &Path, seed: u64) -> anyhow::Result
     driver.w.check_zombies();
     Ok(driver.w.findings)
 }
+
+impl Driver<'_> {
+    /// Messages name the helper `lab-child`, not its whole path.
+    pub(super) fn fail(&mut self, check: &str, message: String) {
+        let message = message.replace(&self.w.helper, "lab-child");
+        self.w.findings.fail(check, message);
+    }
+
+    /// How long to give an observation for `check`: the full time, or a short one once
+    /// the check has failed (its verdict is in; the trace need not wait for it again).
+    pub(super) fn grace(&self, check: &str, full: Duration) -> Duration {
+        match self.w.findings.0.get(check) {
+            Some(Err(_)) => full.min(Duration::from_millis(150)),
+            _ => full,
+        }
+    }
+}
