@@ -23,6 +23,7 @@ use steps::Fore;
 use term::Term;
 use watch::Watch;
 
+mod background;
 mod keys;
 mod plan;
 mod steps;

@@ -15,8 +15,8 @@ use crate::seed::Rng;
 pub enum Step {
     /// Type `lab-child hold --id ID`: a foreground job that runs until a signal.
     Fg(u32),
-    /// Type `lab-child hold --id ID &`, or with an exit after a time: `exit CODE --after MS`.
-    Bg(u32, Option<(i32, u64)>),
+    /// Type a background job: `lab-child hold --id ID &` and the like.
+    Bg(u32, Kind),
     /// The grader itself sends the foreground job a signal: it ends on its own.
     End(u32, Signal),
     /// Ctrl-C (0x03) on the terminal; the foreground job is `ID`.
@@ -35,6 +35,17 @@ pub enum Step {
     Eof,
 }
 
+/// What a background job does.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// `hold`: runs until a signal.
+    Hold,
+    /// `exit CODE --after MS`: ends by itself.
+    Exit(i32, u64),
+    /// `read`: reads the terminal, so the kernel stops it with SIGTTIN.
+    Read,
+}
+
 pub fn plan(seed: u64) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let ends = [
@@ -46,8 +57,8 @@ pub fn plan(seed: u64) -> Vec<Step> {
     let extras = rng.range(0, 2) as u32;
     let mut steps = vec![Step::Fg(1), Step::End(1, *rng.pick(&ends))];
     // Background jobs: numbers 1..=extras, then 10 is job extras+1.
-    steps.extend((0..extras).map(|extra| Step::Bg(2 + extra, None)));
-    steps.extend([Step::Bg(10, None), Step::Fg(11), Step::Int(11)]);
+    steps.extend((0..extras).map(|extra| Step::Bg(2 + extra, Kind::Hold)));
+    steps.extend([Step::Bg(10, Kind::Hold), Step::Fg(11), Step::Int(11)]);
     // 11 is gone: 12 gets the number 11 had (the smallest free, and the largest + 1).
     let stopped = extras + 2;
     steps.extend([
@@ -65,7 +76,8 @@ pub fn plan(seed: u64) -> Vec<Step> {
     steps.extend([
         Step::Fg(13),
         Step::Tstp(13),
-        Step::Bg(14, Some((code, life))),
+        Step::Bg(14, Kind::Exit(code, life)),
+        Step::Bg(15, Kind::Read),
         Step::Pause(life + 500),
         Step::Eof,
     ]);
@@ -86,11 +98,15 @@ pub fn answers(seed: u64) -> String {
                 format!("TYPE {}", job(id)),
                 "runs in its own group, which owns the terminal (tpgid)".to_string(),
             ),
-            Step::Bg(id, None) => (
+            Step::Bg(id, Kind::Hold) => (
                 format!("TYPE {} &", job(id)),
                 "WAIT; runs in its own group; the terminal stays the shell's".to_string(),
             ),
-            Step::Bg(id, Some((code, life))) => (
+            Step::Bg(id, Kind::Read) => (
+                format!("TYPE lab-child read --id {id} &"),
+                "WAIT; reads the terminal: stopped (T) by SIGTTIN".to_string(),
+            ),
+            Step::Bg(id, Kind::Exit(code, life)) => (
                 format!("TYPE lab-child exit {code} --after {life} --id {id} &"),
                 "WAIT; ends by itself; reaped within 200 ms".to_string(),
             ),
