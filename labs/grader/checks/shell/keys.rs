@@ -140,10 +140,7 @@ impl Driver<'_> {
     pub(super) fn finish(&mut self) {
         if !self.w.session.running() {
             let why = self.w.why();
-            self.fail(
-                "finish",
-                format!("the shell had already ended before Ctrl-D{why}"),
-            );
+            self.fail("finish", format!("the shell was gone before Ctrl-D{why}"));
             return;
         }
         self.w.term.key(CTRL_D);

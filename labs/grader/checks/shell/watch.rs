@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::WaitStatus;
+
 use super::term::Term;
 use crate::checks::Findings;
 use crate::observe::{self, Groups};
@@ -103,12 +105,13 @@ impl Watch<'_> {
     /// For a message: the shell's state when a check failed, and its last output.
     pub fn why(&self) -> String {
         let tail = self.term.tail(60, &self.helper);
-        match self.session.status {
-            Some(status) => {
-                format!(" (the shell had ended: {status:?}; it last printed \"{tail}\")")
-            }
-            None => format!(" (the shell last printed \"{tail}\")"),
-        }
+        let ended = match self.session.status {
+            None => return format!(" (the shell last printed \"{tail}\")"),
+            Some(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+            Some(WaitStatus::Signaled(_, signal, _)) => format!("been killed by {signal:?}"),
+            Some(status) => format!("ended: {status:?}"),
+        };
+        format!(" (the shell had {ended}; it last printed \"{tail}\")")
     }
 
     /// Each process that stayed a zombie longer than the limit fails `no-zombie`.
