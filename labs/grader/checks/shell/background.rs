@@ -26,6 +26,9 @@ impl Driver<'_> {
         if self.w.pid_of(id).is_none() {
             let why = self.w.why();
             self.fail("background", format!("`{line}` started no process within {} s: a line ending in `&` runs like any other, without waiting{why}", START.as_secs_f32()));
+            if let Kind::Read = kind {
+                self.fail("ttin", format!("`{line}` never started{why}"));
+            }
             return;
         }
         if self.w.term.prompts <= before {
