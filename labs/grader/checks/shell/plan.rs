@@ -72,7 +72,7 @@ pub fn plan(seed: u64) -> Vec<Step> {
     let (number, id) = *rng.pick(&running);
     steps.extend([Step::FgCmd(number, id), Step::Int(id)]);
     let code = rng.range(0, 120) as i32;
-    let life = rng.range(60, 140);
+    let life = rng.range(200, 320); // long enough to be seen alive on a loaded machine
     steps.extend([
         Step::Fg(13),
         Step::Tstp(13),
