@@ -5,6 +5,8 @@
 //!       exit with CODE after MS milliseconds, or when FIFO reaches end-of-file (every
 //!       child of a burst waits on one FIFO; the grader closes it and they exit at once)
 //!   lab-child hold [--id N]     sleep until a signal ends it (the grader sends it)
+//!   lab-child read [--id N]     read stdin until end-of-file (a background job that reads
+//!                               its terminal is stopped by SIGTTIN: the shell lab)
 //!   lab-child add K [--stage N] copy stdin to stdout, adding K to every byte (a stage)
 //! `--id N` and `--stage N` only label the process for the grader, which finds it by its command line.
 
@@ -32,6 +34,10 @@ fn main() {
         Some("hold") => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
+        Some("read") => {
+            let mut buffer = [0u8; 256];
+            while let Ok(1..) = std::io::stdin().read(&mut buffer) {}
+        }
         Some("add") => {
             let add: u8 = args.get(1).and_then(|add| add.parse().ok()).unwrap_or(0);
             let mut buffer = [0u8; 8192];
@@ -56,7 +62,9 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: lab-child exit CODE [--after MS] [--wait FIFO] | hold | add K");
+            eprintln!(
+                "usage: lab-child exit CODE [--after MS] [--wait FIFO] | hold | read | add K"
+            );
             std::process::exit(2);
         }
     }

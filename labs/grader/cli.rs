@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 #[derive(Parser)]
 #[command(name = "grade")]
 pub struct Args {
-    /// The lab (reaper, pipeline, lock, pool, mq_prio), `hint <lab>`, or `list`.
+    /// The lab (reaper, pipeline, lock, pool, mq_prio, shell), `hint <lab>`, or `list`.
     #[arg(required = true, num_args = 1..=2)]
     pub lab: Vec<String>,
 

@@ -28,6 +28,27 @@ pub fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
+/// Job control as the kernel keeps it (/proc/<pid>/stat fields 3, 5 and 8).
+#[derive(Clone, Copy, Debug)]
+pub struct Groups {
+    pub state: char,
+    pub pgrp: i32,
+    /// The foreground process group of the process's controlling terminal (-1: none).
+    pub tpgid: i32,
+}
+
+/// Reads the state, process group and terminal foreground group of `pid`.
+pub fn groups(pid: i32) -> Option<Groups> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = text[text.rfind(')')? + 2..].split(' ').collect();
+    let number = |at: usize| fields.get(at)?.parse::<i32>().ok();
+    Some(Groups {
+        state: fields.first()?.chars().next()?,
+        pgrp: number(2)?,
+        tpgid: number(5)?,
+    })
+}
+
 /// The pids of `parent`'s children, from /proc/<pid>/task/<tid>/children (cheap: no scan
 /// of the whole of /proc, so the checks can sample every few milliseconds).
 pub fn child_pids(parent: i32) -> Vec<i32> {

@@ -26,7 +26,7 @@ publish = false
 
 [dependencies]
 libc = "=0.2.191"
-nix = { version = "=0.31.3", default-features = false, features = ["fs", "mman", "mqueue", "poll", "process", "resource", "signal", "time"] }
+nix = { version = "=0.31.3", default-features = false, features = ["fs", "mman", "mqueue", "poll", "process", "resource", "signal", "term", "time"] }
 
 # Not a member of proclab's workspace.
 [workspace]

@@ -15,6 +15,7 @@ mod mq_prio;
 mod pipeline;
 mod pool;
 mod reaper;
+mod shell;
 
 /// The verdicts of one run, by check id.
 #[derive(Default)]
@@ -47,6 +48,7 @@ pub fn grade(
         "lock" => lock::grade(session, program, seed),
         "mq_prio" => mq_prio::grade(session, program, seed),
         "pool" => pool::grade(session, program, seed),
+        "shell" => shell::grade(session, program, seed),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }
@@ -59,6 +61,7 @@ pub fn answers(lab: &str, seed: u64) -> anyhow::Result<String> {
         "lock" => Ok(lock::answers(seed)),
         "mq_prio" => Ok(mq_prio::answers(seed)),
         "pool" => Ok(pool::answers(seed)),
+        "shell" => Ok(shell::answers(seed)),
         _ => anyhow::bail!("lab {lab} is in labs.toml but has no checks file"),
     }
 }

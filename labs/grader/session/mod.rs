@@ -2,8 +2,9 @@
 //!
 //! The grader makes itself the subreaper, so every process the program starts — even one
 //! whose parent exits — stays its descendant and can be found, stopped and reaped. The
-//! program runs in its own process group (or, for a lab that needs a terminal, its own
-//! session: the lab builds the `Command`, the session only adds the group). Every run is
+//! program runs in its own process group (or, for a lab that needs a terminal, as the
+//! leader of its own session with the lab's pseudo-terminal as its controlling terminal:
+//! the lab builds the `Command`, the session adds the group or the session). Every run is
 //! bounded: past the lab's time limit, or above its process bound (a fork bomb), the
 //! group and every descendant are killed. Dropping the session kills what is left, reaps
 //! every child, unlinks the shared-memory regions and queues it named, and removes its
@@ -87,6 +88,33 @@ impl Session {
     /// The program gets descriptors 0, 1, 2 and the `passed` ones the lab put at 3, 4, …
     /// (in its own `pre_exec`), nothing else: whatever the grader inherited is closed.
     pub fn spawn(&mut self, command: &mut Command, passed: u32) -> anyhow::Result<Child> {
+        command.process_group(0);
+        self.start(command, passed)
+    }
+
+    /// Starts the program as the leader of a new session whose controlling terminal is
+    /// its standard input — a pseudo-terminal's slave the lab opened and passed as fd 0 —
+    /// the way a terminal emulator starts a shell. Its pid is its process group and its
+    /// session; otherwise as [`Session::spawn`].
+    pub fn spawn_on_terminal(
+        &mut self,
+        command: &mut Command,
+        passed: u32,
+    ) -> anyhow::Result<Child> {
+        // SAFETY: runs between fork and exec, after the lab's pre_exec put the terminal
+        // on fd 0; setsid and ioctl are single system calls and allocate nothing.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.start(command, passed)
+    }
+
+    fn start(&mut self, command: &mut Command, passed: u32) -> anyhow::Result<Child> {
         let first_closed = 3 + passed;
         // SAFETY: runs between fork and exec, after the lab's own pre_exec; close_range
         // is a single system call and allocates nothing.
@@ -96,10 +124,7 @@ impl Session {
                 Ok(())
             });
         }
-        let child = command
-            .process_group(0)
-            .spawn()
-            .context("starting the program")?;
+        let child = command.spawn().context("starting the program")?;
         self.program = Some(child.id() as i32);
         self.status = None;
         Ok(child)
