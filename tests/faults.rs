@@ -2,7 +2,10 @@
 //! SIGTERM to it, SIGKILL of it, SIGKILL of one of its children — and then, from the
 //! kernel's view, what is left: processes and zombies of its process group, POSIX shared
 //! memory and queues named after its pids, anything in its private TMPDIR, a hang of more
-//! than 10 s after the signal, a panic on stderr.
+//! than 10 s after the signal, a panic on stderr. A process counts as the trial's when
+//! it is in the trial's process group or carries the trial's own TMPDIR in its
+//! environment: a program that moves children to groups or sessions of their own
+//! (process_groups, sessions, jobs) cannot hide what it leaves.
 //!
 //! Its own process (`harness = false`), so that it may be the *subreaper* of everything it
 //! starts: orphans of a killed program come to it, and it can see them.
@@ -313,12 +316,12 @@ fn step(run: &mut Active, statuses: &mut HashMap<i32, ExitStatus>) -> Option<Lef
     match run.ended {
         None if now > faulted + HANG => {
             run.hung = true; // counted by inspect, once the group is gone
-            kill_group(run.leader);
+            kill_members(run);
             None
         }
         None => None,
         Some((ended, _)) => {
-            let group_alive = group_members(run.leader);
+            let group_alive = members(run.leader, &run.trial.dir.join("tmp"));
             if !group_alive.is_empty() && now < ended + GRACE {
                 return None; // children still dying (parent-death signal, cleanup)
             }
@@ -346,9 +349,14 @@ fn send_fault(run: &Active) {
     unsafe { libc::kill(target, signal) };
 }
 
-fn kill_group(leader: i32) {
-    // SAFETY: kill(2) takes two numbers; the group is the trial's own.
-    unsafe { libc::kill(-leader, libc::SIGKILL) };
+/// SIGKILL to the trial's group and to every process of the trial outside it.
+fn kill_members(run: &Active) {
+    // SAFETY: kill(2) takes two numbers; the group and the pids are the trial's own.
+    unsafe { libc::kill(-run.leader, libc::SIGKILL) };
+    for (pid, _) in members(run.leader, &run.trial.dir.join("tmp")) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 fn children_of(pid: i32) -> Vec<i32> {
@@ -359,8 +367,14 @@ fn children_of(pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The processes of process group `group` (the trial's), with their states.
-fn group_members(group: i32) -> Vec<(i32, char)> {
+/// The trial's processes, with their states: those of process group `group`, and those
+/// elsewhere whose environment holds `TMPDIR=<tmp>` (inherited from the trial's program).
+fn members(group: i32, tmp: &Path) -> Vec<(i32, char)> {
+    let marker = format!("TMPDIR={}\0", tmp.display()).into_bytes();
+    let carries_marker = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|environ| environ.windows(marker.len()).any(|part| part == marker))
+    };
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Some(pid) = entry
@@ -378,7 +392,8 @@ fn group_members(group: i32) -> Vec<(i32, char)> {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(group) {
+        let in_group = fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(group);
+        if in_group || carries_marker(pid) {
             members.push((pid, fields[0].chars().next().unwrap_or('?')));
         }
     }
@@ -420,7 +435,7 @@ fn inspect(run: &Active, group_alive: &[(i32, char)]) -> Left {
             .push(format!("{what}: left pid {pid} in state {state}"));
     }
     if !group_alive.is_empty() {
-        kill_group(run.leader);
+        kill_members(run);
     }
     let mut pids: Vec<i32> = vec![run.leader];
     pids.extend(group_alive.iter().map(|&(pid, _)| pid));
