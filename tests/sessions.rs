@@ -8,7 +8,6 @@ mod stops;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
-use serde_json::Value;
 use std::time::Duration;
 use util::*;
 
@@ -142,26 +141,4 @@ fn from_a_terminal_the_leader_gets_the_pty_not_the_parents_terminal() {
     );
     assert_eq!(seen(leader)["sid"], leader);
     assert_eq!(summary(&events)["killed_by_sighup"], true, "{events:#?}");
-}
-
-/// Runs `path --json` on a terminal: script(1) starts it on a pty of its own, as the
-/// leader of a session with that pty as its controlling terminal (a local helper: the
-/// three job-control tests have one each). None, and the test is skipped, without script.
-fn run_on_a_terminal(path: &std::path::Path) -> Option<Vec<Value>> {
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no script(1) to give the program a terminal");
-        return None;
-    }
-    let mut script = std::process::Command::new("script");
-    let command = format!("{} --json", path.display());
-    script
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::null());
-    let output = output_within(script, Duration::from_secs(20)).expect("ends within 20 s");
-    let text = String::from_utf8_lossy(&output).replace('\r', ""); // the pty's CR LF
-    Some(events(text.as_bytes()))
 }

@@ -434,3 +434,21 @@ pub fn output_within(mut command: Command, limit: Duration) -> Option<Vec<u8>> {
     let _ = child.wait();
     output
 }
+
+/// Runs `path --json` on a terminal: script(1) starts it on a pty of its own, as the
+/// leader of a session with that pty as its controlling terminal. None, and the test is
+/// skipped, without script (util-linux).
+pub fn run_on_a_terminal(path: &Path) -> Option<Vec<Value>> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no script(1) to give the program a terminal");
+        return None;
+    }
+    let mut script = Command::new("script");
+    let command = format!("{} --json", path.display());
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null());
+    let output = output_within(script, Duration::from_secs(20)).expect("ends within 20 s");
+    let text = String::from_utf8_lossy(&output).replace('\r', ""); // the pty's CR LF
+    Some(events(text.as_bytes()))
+}
