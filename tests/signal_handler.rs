@@ -2,6 +2,7 @@
 //! SA_RESTART and lets it go on with SA_RESTART; the test sees, in /proc, the handler
 //! installed (SigCgt) and the parent asleep in the pipe read when the signal comes.
 
+mod examples;
 mod util;
 
 use std::time::Duration;
@@ -54,8 +55,18 @@ fn the_kernel_shows_the_handler_caught_and_the_parent_asleep_in_read() {
 
 #[test]
 fn ctrl_c_during_the_read_leaves_nothing() {
-    let mut demo = Running::start(cargo_bin!("signal_handler"), &["--delay", "30"]);
+    // `--delay 10`, --help's example: meanwhile /proc/<parent>/status shows SigCgt.
+    let examples: &[&[&str]] = &[&[], &["--delay", "10"]];
+    examples::assert_help_examples(cargo_bin!("signal_handler"), examples);
+    let plain = run_json(demo(), examples[0]);
+    assert_eq!(summary(&plain)["without_restart"], "EINTR");
+    assert_eq!(summary(&plain)["with_restart"], "1 byte");
+    let mut demo = Running::start(cargo_bin!("signal_handler"), examples[1]);
     demo.wait_for("read");
+    assert!(
+        in_mask(demo.pid(), "SigCgt", libc::SIGUSR1),
+        "SIGUSR1 is caught"
+    );
     let children = demo.wait_for_children();
     demo.interrupt();
     let (status, _) = demo.finish();

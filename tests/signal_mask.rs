@@ -2,6 +2,7 @@
 //! /proc (ShdPnd) and blocked (SigBlk); after the unblock SIGUSR1 was handled once and
 //! SIGRTMIN once per send, in order, with its values.
 
+mod examples;
 mod util;
 
 use assert_cmd::cargo::{cargo_bin, cargo_bin_cmd};
@@ -75,8 +76,18 @@ fn summary_of(events: &[serde_json::Value]) -> &serde_json::Value {
 
 #[test]
 fn ctrl_c_while_blocked_ends_it_by_sigint() {
-    let mut demo = Running::start(cargo_bin!("signal_mask"), &["--hold", "30"]);
+    // --help's examples: [] and `--count 20 --json` run in the delivery test above;
+    // `--hold 30` here, with the pending set its grep shows.
+    let examples: &[&[&str]] = &[&[], &["--hold", "30"], &["--count", "20", "--json"]];
+    examples::assert_help_examples(cargo_bin!("signal_mask"), examples);
+    let mut demo = Running::start(cargo_bin!("signal_mask"), examples[1]);
     demo.wait_for("pending");
+    let both = bit(libc::SIGUSR1) | bit(libc::SIGRTMIN());
+    assert_eq!(
+        mask(demo.pid(), "ShdPnd") & both,
+        both,
+        "pending while held"
+    );
     demo.interrupt();
     let (status, _) = demo.finish();
     assert_interrupted_cleanly(status, &[]);

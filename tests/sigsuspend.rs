@@ -2,6 +2,7 @@
 //! test sees the program asleep in pause with nothing pending — and pause() wakes only
 //! by the alarm; with the signal blocked across the check, sigsuspend() returns at once.
 
+mod examples;
 mod util;
 
 use std::time::Duration;
@@ -52,7 +53,10 @@ fn during_the_lost_wake_up_the_kernel_shows_pause_and_nothing_pending() {
 
 #[test]
 fn ctrl_c_during_the_pause_ends_it_by_sigint() {
-    let mut demo = Running::start(cargo_bin!("sigsuspend"), &["--alarm", "30"]);
+    // `--alarm 10`, --help's example: during the pause, /proc/<pid>/wchan says pause.
+    let examples: &[&[&str]] = &[&[], &["--alarm", "10"]]; // []: the first test here
+    examples::assert_help_examples(cargo_bin!("sigsuspend"), examples);
+    let mut demo = Running::start(cargo_bin!("sigsuspend"), examples[1]);
     demo.wait_for("pause");
     // Once it sleeps in pause: a Ctrl-C in the window before it would be lost like the
     // SIGUSR1, until the alarm.

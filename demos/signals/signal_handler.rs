@@ -128,8 +128,8 @@ fn fork_sender(write_end: OwnedFd, delay: Duration) -> anyhow::Result<Pid> {
 /// (read goes on and returns the byte the child writes afterwards).
 #[derive(Parser)]
 #[command(
-    after_help = "Examples:\n  signal_handler\n  signal_handler --delay 10   \
-                        (then: grep Sig /proc/<parent>/status)"
+    after_help = "Examples:\n  signal_handler\n  signal_handler --delay 10   # \
+                        then: grep Sig /proc/<parent>/status"
 )]
 struct Args {
     /// How long the child waits, once the parent sleeps in read, before it signals (0-60 s).

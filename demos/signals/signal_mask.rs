@@ -159,8 +159,10 @@ fn check(result: libc::c_int, call: &str) -> anyhow::Result<()> {
 /// Block SIGUSR1 and SIGRTMIN, send each to yourself N times, read what is pending in
 /// /proc/<pid>/status, then unblock: SIGUSR1 is handled once, SIGRTMIN N times, in order.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  signal_mask\n  signal_mask --hold 30      \
-                        (then: grep -E 'Sig|ShdPnd' /proc/<pid>/status)\n  signal_mask --count 20 --json")]
+#[command(
+    after_help = "Examples:\n  signal_mask\n  signal_mask --hold 30      # \
+                        then: grep -E 'Sig|ShdPnd' /proc/<pid>/status\n  signal_mask --count 20 --json"
+)]
 struct Args {
     /// How many of each signal to send while they are blocked (1-30).
     #[arg(long, value_name = "N", default_value_t = 5,

@@ -114,8 +114,8 @@ fn woke(call: &str, since: Instant) -> (&'static str, f64) {
 /// and the wait: pause() misses it and sleeps until an alarm rings; sigsuspend(), with
 /// the signal blocked across the check, returns at once.
 #[derive(Parser)]
-#[command(after_help = "Examples:\n  sigsuspend\n  sigsuspend --alarm 10     \
-                        (then: cat /proc/<pid>/wchan during the pause)")]
+#[command(after_help = "Examples:\n  sigsuspend\n  sigsuspend --alarm 10     # \
+                        then: cat /proc/<pid>/wchan during the pause")]
 struct Args {
     /// How long the lost wake-up may sleep before an alarm ends it (1-60 s).
     #[arg(long, value_name = "SECONDS", default_value_t = 1,
