@@ -44,6 +44,10 @@ fn the_kernel_shows_one_new_group_and_killpg_kills_all_of_it_by_sigint() {
         parent_pgid, pgid,
         "the parent is not in the children's group"
     );
+    assert_eq!(
+        parent_pgid, parent,
+        "the parent's group is the one its starter made for it (Running::start, as a shell)"
+    );
     let sid = stat_number(parent, 6);
     for &member in &members {
         assert_eq!(stat_number(member, 5), pgid, "pgid of {member} in /proc");

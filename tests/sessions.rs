@@ -142,3 +142,17 @@ fn from_a_terminal_the_leader_gets_the_pty_not_the_parents_terminal() {
     assert_eq!(seen(leader)["sid"], leader);
     assert_eq!(summary(&events)["killed_by_sighup"], true, "{events:#?}");
 }
+
+/// Under `nohup` (SIGHUP ignored, and kept ignored across exec) the leader still dies by
+/// the hangup: the child gives SIGHUP its default action before it takes the terminal.
+#[test]
+fn under_nohup_the_leader_still_dies_by_the_hangup() {
+    let mut nohup = std::process::Command::new("nohup");
+    nohup
+        .arg(cargo_bin!("sessions"))
+        .arg("--json")
+        .stdin(std::process::Stdio::null());
+    let output = output_within(nohup, TIME_LIMIT).expect("sessions ends under nohup");
+    let events = events(&output);
+    assert_eq!(summary(&events)["killed_by_sighup"], true, "{events:#?}");
+}
