@@ -167,6 +167,15 @@ fn json_output_is_json_lines_ending_in_a_summary() {
             "time runs forward: {times:?}"
         );
     }
+    // One clock for all the demo's processes: the child speaks after the fork and before
+    // the parent's wait returns, in the parent's time.
+    let at = |event: &serde_json::Value| event["t"].as_f64().expect("t is a number");
+    let child_first = events
+        .iter()
+        .find(|event| event["pid"] == summary["child"])
+        .expect("the child speaks");
+    assert!(at(find(&events, "fork")) <= at(child_first), "{events:#?}");
+    assert!(at(child_first) <= at(find(&events, "wait")), "{events:#?}");
 }
 
 #[test]

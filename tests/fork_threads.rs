@@ -60,6 +60,13 @@ fn the_kernel_shows_one_thread_in_the_child_asleep_on_a_futex() {
     let child = pid_of(&demo.wait_for("println")["pid"]);
     assert_eq!(proc_status(demo.pid(), "Threads").as_deref(), Some("2"));
     assert_eq!(proc_status(child, "Threads").as_deref(), Some("1"));
+    let tasks =
+        |pid: i32| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    assert_eq!(
+        (tasks(demo.pid()), tasks(child)),
+        (2, 1),
+        "/proc/<pid>/task: thread ids"
+    );
     let asleep = || proc_wchan(child).is_some_and(|place| place.contains("futex"));
     assert!(
         eventually(Duration::from_secs(5), asleep),

@@ -63,6 +63,11 @@ fn five_sigusr1_are_delivered_once_and_five_sigrtmin_five_times_in_order() {
     assert_eq!(summary["usr1_delivered"], 1);
     assert_eq!(summary["rtmin_delivered"], 5);
     assert_eq!(summary["rtmin_values"], serde_json::json!([1, 2, 3, 4, 5]));
+    let usr1 = events
+        .iter()
+        .find(|e| e["event"] == "delivered" && e["signal"] == "SIGUSR1")
+        .expect("SIGUSR1 delivered");
+    assert_eq!(usr1["value"], 0, "a kill carries no value");
     let events = run_json(demo(), &["--count", "20"]);
     assert_eq!(
         summary_of(&events)["rtmin_values"].as_array().map(Vec::len),

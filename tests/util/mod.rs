@@ -76,6 +76,7 @@ fn parse_event(line: &str) -> Value {
     assert!(event["pid"].is_u64(), "pid is a number: {line}");
     assert!(event["role"].is_string(), "role is a string: {line}");
     assert!(event["event"].is_string(), "event is a string: {line}");
+    assert!(event["text"].is_string(), "text is a string: {line}");
     event
 }
 
