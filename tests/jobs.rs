@@ -171,3 +171,33 @@ fn from_a_terminal_the_jobs_stop_and_continue_the_same() {
     };
     assert_eq!(summary(&events)["after_fg"], "continued", "{events:#?}");
 }
+
+/// The `--json` fields the chapter lists: each tcsetpgrp's tpgid is the group it gave the
+/// terminal to, each waitpid's state is what the job's status says (T when stopped, and
+/// running or asleep again after SIGCONT), and the Ctrl-Z comes between the background stop and the foreground's.
+#[test]
+fn the_json_fields_agree_with_each_other() {
+    let events = run_json(demo(), &[]);
+    for event in events.iter().filter(|e| e["event"] == "tcsetpgrp") {
+        assert_eq!(event["tpgid"], event["pgrp"], "{event}");
+    }
+    let waits: Vec<&Value> = events.iter().filter(|e| e["event"] == "waitpid").collect();
+    for wait in &waits {
+        let stopped = status_of(wait).starts_with("stopped");
+        assert_eq!(
+            wait["state"] == "T",
+            stopped,
+            "T exactly when stopped: {wait}"
+        );
+    }
+    let position = |name: &str| events.iter().position(|e| e["event"] == name);
+    let ctrl_z = position("ctrl_z").expect("a ctrl_z event");
+    assert!(
+        status_of(&events[ctrl_z - 1]).contains("SIGTTIN"),
+        "{events:#?}"
+    );
+    assert!(
+        status_of(&events[ctrl_z + 1]).contains("SIGTSTP"),
+        "{events:#?}"
+    );
+}
