@@ -174,7 +174,8 @@ fn from_a_terminal_the_jobs_stop_and_continue_the_same() {
 
 /// The `--json` fields the chapter lists: each tcsetpgrp's tpgid is the group it gave the
 /// terminal to, each waitpid's state is what the job's status says (T when stopped, and
-/// running or asleep again after SIGCONT), and the Ctrl-Z comes between the background stop and the foreground's.
+/// running or asleep again after SIGCONT), and the Ctrl-Z comes between the background
+/// stop and the foreground's.
 #[test]
 fn the_json_fields_agree_with_each_other() {
     let events = run_json(demo(), &[]);
