@@ -48,6 +48,25 @@ fn blocked_signals_wait_pending_in_proc() {
         "both caught"
     );
     assert_eq!(pending["delivered"], 0, "no handler ran while blocked");
+    // SigQ: queued signals of this user / RLIMIT_SIGPENDING (`ulimit -i`), inherited from us.
+    let queue = proc_status(pid, "SigQ").expect("SigQ");
+    let (queued, limit) = queue.split_once('/').expect("SigQ is n/limit");
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes only into `ours`.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut ours) };
+    assert_eq!(got, 0, "getrlimit(RLIMIT_SIGPENDING)");
+    assert!(
+        queued.parse::<u64>().expect("a count") >= 5,
+        "five SIGRTMIN queued: {queue}"
+    );
+    assert_eq!(
+        limit.parse::<u64>().ok(),
+        Some(ours.rlim_cur),
+        "SigQ's limit: {queue}"
+    );
     assert_eq!(
         pending["pending"],
         serde_json::json!(["SIGUSR1", "SIGRTMIN"])
