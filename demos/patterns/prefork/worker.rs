@@ -64,12 +64,13 @@ fn work(
     for signal in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGTERM] {
         signals::set_blocked(signal, false)?; // blocked by the master across fork
     }
-    let pid = std::process::id();
-    board.ready(slot, pid);
     event("ready").field("slot", slot).say(match source {
         Source::Listener(_) => format!("slot {slot} ready: accept() on the shared socket"),
         Source::Channel(_) => format!("slot {slot} ready: recvmsg() on its Unix socket"),
     });
+    // After the line: the master may act on the board at once (retire the next slot of a
+    // rolling restart), and the timeline must show the cause before its effect.
+    board.ready(slot, std::process::id());
     while signals::count(Signal::SIGTERM) == 0 {
         let next = match source {
             Source::Listener(listener) => accept(listener).map(Some),
