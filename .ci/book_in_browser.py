@@ -12,11 +12,13 @@ Exit 0 when every page passes; 1 with one line per problem.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,7 +93,8 @@ def start_browser(profile):
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
          "--window-size=1280,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # Debian's chromium-headless-shell is a script that forks it
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = process.stderr.readline()
@@ -103,6 +106,50 @@ def start_browser(profile):
             break
     process.kill()
     sys.exit("book_in_browser: the browser did not start")
+
+
+def stop_browser(browser, profile):
+    """Kills the browser's whole process group, then any process still using its profile
+    (the wrapper script's child would outlive a kill of the script alone)."""
+    try:
+        os.killpg(browser.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    browser.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        children = reap_orphans()
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and uses(pid, profile)]
+        if not left and not children:
+            return
+        for pid in left:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    sys.exit(f"book_in_browser: browser processes left behind: {left}")
+
+
+def reap_orphans():
+    """Waits for every child that has ended: as the subreaper (main), the browser's own
+    processes come to us when the wrapper dies, and must not stay zombies. True while
+    some child is still running (still dying)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def uses(pid, profile):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return f"--user-data-dir={profile}".encode() in cmdline.read()
+    except OSError:
+        return False
 
 
 class Page:
@@ -165,6 +212,9 @@ class Page:
 
 
 def main():
+    # PR_SET_CHILD_SUBREAPER (36): the browser's processes, orphaned when its wrapper
+    # script is killed, become our children, so we can reap them (pid 1 may not).
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("book", type=pathlib.Path, help="the built book (book/book)")
     parser.add_argument("--screenshots", type=pathlib.Path, help="write a PNG per page here")
@@ -189,8 +239,7 @@ def main():
                 if args.screenshots:
                     page.screenshot(args.screenshots / (str(name).replace(os.sep, "_") + ".png"))
         finally:
-            browser.kill()
-            browser.wait()
+            stop_browser(browser, profile)
     print(f"book in the browser: {len(pages)} pages, {failures} problems")
     return 1 if failures else 0
 
