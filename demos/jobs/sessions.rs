@@ -65,10 +65,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         ForkResult::Parent { child } => child,
     };
     let limit = Duration::from_secs(5);
-    // Until its setsid, the child is in our session, with our terminal if we have one.
-    let new_session_with_tty = |v: &jobstate::JobView| v.sid == v.pid && v.tty_nr != 0;
-    let view = jobstate::wait_until(leader.as_raw(), "terminal", limit, new_session_with_tty)?;
+    // Until its setsid, the child is in our session, with our terminal if we have one; and
+    // setsid sets the sid a moment before it drops that terminal: wait for the pty's.
     let parent_view = jobstate::job_view(parent.as_raw())?;
+    let ours = parent_view.tty_nr;
+    let on_the_pty = |v: &jobstate::JobView| v.sid == v.pid && v.tty_nr != 0 && v.tty_nr != ours;
+    let view = jobstate::wait_until(leader.as_raw(), "terminal", limit, on_the_pty)?;
     for seen in [&parent_view, &view] {
         event("proc")
             .fields(seen)
