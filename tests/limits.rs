@@ -3,16 +3,14 @@
 //! RLIMIT_NPROC, the one-line error names that limit, and nothing is left behind.
 //!
 //! The limits are set in the demo's process only (`setrlimit` in a `pre_exec` of its
-//! `Command`, after fork, before exec): this test process keeps its own. `LimitedRun` below
-//! is a local helper: `util::Running` cannot take a `pre_exec`.
+//! `Command`, after fork, before exec): this test process keeps its own; the demo runs
+//! through `util::Running::start_command`.
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
@@ -42,86 +40,6 @@ fn limited(program: &Path, resource: libc::__rlimit_resource_t, limit: u64) -> C
         });
     }
     command
-}
-
-/// A demo started with `--json` from a prepared `Command`, in a process group of its own,
-/// read event by event.
-struct LimitedRun {
-    process: Child,
-    lines: Receiver<String>,
-    seen: Vec<Value>,
-}
-
-impl LimitedRun {
-    fn start(mut command: Command, args: &[&str]) -> LimitedRun {
-        let mut process = command
-            .arg("--json")
-            .args(args)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the demo starts");
-        let stdout = process.stdout.take().expect("stdout is piped");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let seen = Vec::new();
-        LimitedRun {
-            process,
-            lines,
-            seen,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.process.id() as i32
-    }
-
-    fn wait_for(&mut self, name: &str) -> Value {
-        let deadline = Instant::now() + TIME_LIMIT;
-        loop {
-            if let Some(event) = self.seen.iter().find(|event| event["event"] == name) {
-                return event.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self
-                    .seen
-                    .push(serde_json::from_str(&line).expect("a JSON line")),
-                Err(_) => panic!("no {name:?} event: {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Waits (TIME_LIMIT at most) for the demo to end; its status and all its events.
-    fn finish(mut self) -> (ExitStatus, Vec<Value>) {
-        let deadline = Instant::now() + TIME_LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self
-                    .seen
-                    .push(serde_json::from_str(&line).expect("a JSON line")),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no end: {:#?}", self.seen),
-            }
-        }
-        let status = self.process.wait().expect("wait for the demo");
-        (status, std::mem::take(&mut self.seen))
-    }
-}
-
-impl Drop for LimitedRun {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 /// The descriptors `pid` has open, from `/proc/<pid>/fd`, with what each one is
@@ -163,7 +81,7 @@ fn pipes_held_at_both_ends(pid: i32) -> Vec<Vec<i32>> {
 #[test]
 fn under_32_descriptors_zombie_runs_and_its_self_pipe_stays_below_the_limit() {
     let command = limited(cargo_bin!("zombie"), libc::RLIMIT_NOFILE, NOFILE);
-    let mut demo = LimitedRun::start(command, &["--children", "2", "--hold", "30"]);
+    let mut demo = Running::start_command(command, &["--children", "2", "--hold", "30"]);
     let hold = demo.wait_for("hold");
     let pid = demo.pid();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
@@ -201,7 +119,7 @@ fn under_32_descriptors_zombie_runs_and_its_self_pipe_stays_below_the_limit() {
 #[test]
 fn under_32_descriptors_sigchld_reaps_every_child() {
     let command = limited(cargo_bin!("sigchld"), libc::RLIMIT_NOFILE, NOFILE);
-    let demo = LimitedRun::start(command, &["--children", "20"]);
+    let demo = Running::start_command(command, &["--children", "20"]);
     let (status, events) = demo.finish();
     assert!(status.success(), "{status:?}: {events:#?}");
     let summary = summary(&events);

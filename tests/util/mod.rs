@@ -168,7 +168,13 @@ impl Running {
     /// in a process group of its own, as a shell starts a job: [`Running::interrupt`]
     /// then acts like Ctrl-C.
     pub fn start(path: &Path, args: &[&str]) -> Running {
-        let mut process = Command::new(path)
+        Running::start_command(Command::new(path), args)
+    }
+
+    /// [`Running::start`] from a prepared `Command` (limits set in its `pre_exec`, another
+    /// user …).
+    pub fn start_command(mut command: Command, args: &[&str]) -> Running {
+        let mut process = command
             .arg("--json")
             .args(args)
             .process_group(0)
