@@ -4,8 +4,8 @@
 //! - `ctx_switch --mode same-cpu` against `taskset -c C perf bench sched pipe` (both sides
 //!   on CPU C), and `--mode cross-cpu` against the same perf run with its two sides
 //!   pinned to two CPUs (the bench moves perf's child right after perf forks it);
-//! - `pipe --bandwidth --produce` against `dd if=/dev/zero | dd of=/dev/null`, pinned the
-//!   same way (`--produce`: the demo's writer fills each chunk, as dd's does);
+//! - `pipe_bandwidth --like-dd --runs 1` against `dd if=/dev/zero | dd of=/dev/null`,
+//!   pinned the same way (`--like-dd`: per chunk the demo does what the two dd do);
 //! - `nice` (one session and separate sessions) and `proc_vs_thread`, for the figures.
 //!
 //! - `prefork --self-test` in each dispatch mode, and wrk against prefork and nginx, for
@@ -37,6 +37,10 @@ use serde_json::{Value, json};
 
 /// How many times each pair (demo, reference) runs, alternating; medians are compared.
 const ALTERNATIONS: usize = 7;
+/// How many single runs of pipe_bandwidth are each set between two runs of dd. A run
+/// across two CPUs varies by about ±15% from the next on this VM, so it takes this many
+/// pairs to know their median within a few per cent.
+const PIPE_PAIRS: usize = 41;
 /// A demo's figure agrees with the reference's if their ratio is within this.
 const TARGET: std::ops::RangeInclusive<f64> = 0.95..=1.05;
 /// How long each of the bench's `nice` runs spins.
@@ -143,35 +147,33 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
     if let Some(&second) = cpus.get(1) {
         placements.push(("two CPUs", (cpus[0], second)));
     }
-    let mut alternations = Vec::new();
     let dd_all = || -> anyhow::Result<Vec<f64>> {
         placements
             .iter()
             .map(|(_, cpus)| dd_mb_per_s(*cpus))
             .collect()
     };
-    for _ in 0..ALTERNATIONS {
-        // dd before and after the demo's run, averaged: the reference brackets the demo
-        // in time, so a change of the host's load in between counts on both sides.
-        let before = dd_all()?;
+    // dd, demo, dd, demo, …, dd: each single run of the demo is compared with the mean of
+    // the dd runs just before and just after it, so that the host's load, which drifts
+    // from second to second, weighs on both sides of a pair alike.
+    let (mut demo_runs, mut dd_runs) = (Vec::new(), vec![dd_all()?]);
+    for _ in 0..PIPE_PAIRS {
         let demo = run_demo(
             env!("CARGO_BIN_EXE_pipe_bandwidth"),
-            &["--mebibytes", "1024", "--produce"],
+            &["--like-dd", "--runs", "1"],
         )?;
-        let after = dd_all()?;
-        let dd: Vec<f64> = before
-            .iter()
-            .zip(&after)
-            .map(|(b, a)| (b + a) / 2.0)
-            .collect();
-        alternations.push((demo, dd));
+        demo_runs.push(demo);
+        dd_runs.push(dd_all()?);
     }
     for (index, (placement, _)) in placements.iter().enumerate() {
-        let demo: Vec<f64> = alternations
+        let demo: Vec<f64> = demo_runs
             .iter()
-            .map(|(demo, _)| demo["rows"][index]["mb_per_s"].as_f64().unwrap_or(f64::NAN))
+            .map(|demo| demo["rows"][index]["mb_per_s"].as_f64().unwrap_or(f64::NAN))
             .collect();
-        let dd: Vec<f64> = alternations.iter().map(|(_, dd)| dd[index]).collect();
+        let dd: Vec<f64> = dd_runs
+            .windows(2)
+            .map(|around| (around[0][index] + around[1][index]) / 2.0)
+            .collect();
         comparisons.push(verdict(
             &format!("pipe bandwidth MB/s, {placement}"),
             &demo,
@@ -473,16 +475,17 @@ fn perf_pipe(cpus: (usize, usize), loops: u64) -> anyhow::Result<f64> {
         .with_context(|| format!("no usecs/op in perf's output: {text}"))
 }
 
-/// MB/s of 1 GiB in 64 KiB blocks (enough that dd's start-up does not count) through
-/// `dd if=/dev/zero | dd of=/dev/null`, writer on `cpus.0` and reader on `cpus.1`. dd's
-/// writer fills each block (from /dev/zero) before writing it: the demo runs with
-/// `--produce` to do the same work.
+/// MB/s of 256 MiB in 64 KiB blocks, as the demo sends per run, through
+/// `dd if=/dev/zero | dd of=/dev/null`, writer on `cpus.0` and reader on `cpus.1`. The
+/// demo runs with `--like-dd` to do the same work per block. The reader's clock starts
+/// when it starts: it starts 50 ms after the writer, which by then has filled the pipe,
+/// so that, like the demo's clock, it does not count the writer's start-up.
 fn dd_mb_per_s((writer, reader): (usize, usize)) -> anyhow::Result<f64> {
     let seconds = dd_seconds(&format!(
-        "taskset -c {writer} dd if=/dev/zero bs=64K count=16384 status=none \
-         | taskset -c {reader} dd of=/dev/null bs=64K"
+        "taskset -c {writer} dd if=/dev/zero bs=64K count=4096 status=none \
+         | (sleep 0.05; exec taskset -c {reader} dd of=/dev/null bs=64K)"
     ))?;
-    Ok(f64::from(1u32 << 30) / seconds / 1e6)
+    Ok(f64::from(256u32 << 20) / seconds / 1e6)
 }
 
 /// The seconds dd reports on its last line ("… copied, 0.0712 s, 3.8 GB/s").

@@ -42,6 +42,14 @@ pub fn usable_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// The `len` bytes of `storage` (at least `len` + 4096 long) that start on a page
+/// boundary, as dd's buffers do: copying to or from a misaligned buffer costs the kernel
+/// more, a difference from dd that would have nothing to do with the pipe.
+pub fn page_aligned(storage: &mut [u8], len: usize) -> &mut [u8] {
+    let offset = storage.as_ptr().align_offset(4096);
+    &mut storage[offset..offset + len]
+}
+
 /// The `q`-quantile (0.0 to 1.0) of `samples`, by nearest rank; NaN if empty.
 pub fn quantile(samples: &[f64], q: f64) -> f64 {
     if samples.is_empty() {

@@ -271,8 +271,12 @@ pub fn bandwidth_row(
         .field("cpus", [writer_cpu, reader_cpu])
         .field("mb_per_s", median)
         .say(format!(
-            "{placement:<9} (CPU {writer_cpu} -> CPU {reader_cpu}): {median:8.0} MB/s  \
-             (range {low:.0}-{high:.0})"
+            "{placement:<9} (CPU {writer_cpu} -> CPU {reader_cpu}): {median:8.0} MB/s{}",
+            if samples.len() > 1 {
+                format!("  (range {low:.0}-{high:.0})")
+            } else {
+                String::new()
+            }
         ));
     json!({ "placement": placement, "cpus": [writer_cpu, reader_cpu],
             "mb_per_s": median, "min": low, "max": high })

@@ -44,7 +44,7 @@ const PROGRAMS: &[(&str, &[&str], f64)] = &[
     ("pipe_capacity", &[], 0.1),
     ("pipe_atomic", &[], 1.0),
     ("sigpipe", &[], 0.02),
-    ("pipe_bandwidth", &["--mebibytes", "16"], 0.5),
+    ("pipe_bandwidth", &["--runs", "1"], 0.5),
     ("fifo", &["--delay", "1", "--records", "1000000"], 1.0),
     ("duplex", &[], 0.5),
     ("pipe_deadlock", &[], 1.0),

@@ -3,8 +3,8 @@
 //! Demonstrates: a pipe copies every byte twice (into the kernel's buffer, out of it); on
 //! one CPU writer and reader take turns cheaply, across two CPUs each wake-up of the other
 //! side is an inter-processor interrupt and the pipe is slower.
-//! Run:     cargo run --release --bin pipe_bandwidth   (add --produce, --chunk 4096)
-//! Observe: MB/s per placement, median of 5 pinned runs.
+//! Run:     cargo run --release --bin pipe_bandwidth   (add --like-dd, --chunk 4096)
+//! Observe: MB/s per placement, the median of 5 pinned runs (--runs).
 //! Book:    book/src/pipes/pipe.md
 
 use std::process::ExitCode;
@@ -27,18 +27,19 @@ fn main() -> ExitCode {
 /// One sample: MB/s from the first byte to EOF, writer and reader (this process) pinned.
 // ANCHOR: sample
 fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Result<f64> {
-    let (chunk, bytes) = (args.chunk as usize, args.mebibytes << 20);
+    let (chunk, bytes) = (args.chunk as usize, BYTES_PER_RUN);
     measure::pin_to_cpu(reader_cpu).context("sched_setaffinity")?;
     let (read_end, write_end) = pipe().context("pipe")?;
     let parent = getpid();
     // SAFETY: single-threaded here; the child pins itself, allocates its chunk, opens
-    // /dev/zero with --produce, writes and calls _exit.
+    // /dev/zero with --like-dd, writes and calls _exit.
     let writer: Pid = match unsafe { fork() }.context("fork")? {
         ForkResult::Child => child::run_then_exit(parent, || {
             drop(read_end);
             measure::pin_to_cpu(writer_cpu)?;
-            let mut data = vec![b'x'; chunk];
-            let source = args.produce.then(|| std::fs::File::open("/dev/zero"));
+            let mut storage = vec![b'x'; chunk + 4096];
+            let data = measure::page_aligned(&mut storage, chunk); // as dd's buffers are
+            let source = args.like_dd.then(|| std::fs::File::open("/dev/zero"));
             let source = source.transpose()?;
             let mut left = bytes;
             while left > 0 {
@@ -56,25 +57,31 @@ fn sample(args: &Args, (writer_cpu, reader_cpu): (usize, usize)) -> anyhow::Resu
         ForkResult::Parent { child } => child,
     };
     drop(write_end); // EOF when the writer is done
-    let mut buffer = vec![0u8; chunk.max(65_536)];
-    let mut received = read(&read_end, &mut buffer).context("read")? as u64;
+    let mut storage = vec![0u8; chunk.max(65_536) + 4096];
+    let buffer = measure::page_aligned(&mut storage, chunk.max(65_536));
+    let sink = args.like_dd.then(|| std::fs::File::create("/dev/null"));
+    let sink = sink.transpose()?;
+    let mut n = read(&read_end, buffer).context("read")?;
     let start = Instant::now(); // from the first byte: the fork is not the pipe's cost
-    let mut timed = 0u64;
-    loop {
-        signals::bail_if_stopped()?;
-        match read(&read_end, &mut buffer).context("read")? as u64 {
-            0 => break, // EOF
-            n => (received, timed) = (received + n, timed + n),
+    let (first, mut received) = (n as u64, n as u64);
+    while n > 0 {
+        if let Some(sink) = &sink {
+            write_all(sink, &buffer[..n])?; // as dd of=/dev/null does
         }
+        signals::bail_if_stopped()?;
+        n = read(&read_end, buffer).context("read")?; // 0: EOF
+        received += n as u64;
     }
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, timed) = (start.elapsed().as_secs_f64(), received - first);
     waitpid(writer, None).context("waitpid")?;
     anyhow::ensure!(received == bytes, "received {received} of {bytes} bytes");
     Ok(timed as f64 / seconds / 1e6)
 }
 // ANCHOR_END: sample
 
-const FROM_DEV_ZERO: &str = ", each chunk read from /dev/zero first";
+/// 256 MiB: long enough that a run is not its start-up, short enough to take many.
+const BYTES_PER_RUN: u64 = 256 << 20;
+const LIKE_DD: &str = ", each read from /dev/zero first and written to /dev/null after, as dd | dd";
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let cpus = measure::usable_cpus();
@@ -82,27 +89,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(&second) = cpus.get(1) {
         placements.push(("two CPUs", cpus[0], second));
     }
-    let produced = if args.produce { FROM_DEV_ZERO } else { "" };
+    let like_dd = if args.like_dd { LIKE_DD } else { "" };
     event("method").say(format!(
-        "method: {} MiB in {}-byte writes{produced}, writer and reader pinned; MB/s from the \
-         first byte read to EOF; 1 warm-up run, then the median of 5",
-        args.mebibytes, args.chunk
+        "method: 256 MiB in {}-byte writes{like_dd}, writer and reader pinned; MB/s from the \
+         first byte read to EOF; 1 warm-up run, then the median of {}",
+        args.chunk, args.runs
     ));
     let mut rows = Vec::new();
     for (placement, writer_cpu, reader_cpu) in placements {
         let cpus = (writer_cpu, reader_cpu);
         sample(args, cpus)?; // warm-up
-        let samples: Vec<f64> = (0..5)
+        let samples: Vec<f64> = (0..args.runs)
             .map(|_| sample(args, cpus))
             .collect::<Result<_, _>>()?;
         rows.push(pipes::bandwidth_row(placement, cpus, &samples)); // narrated: median, range
     }
     event("summary")
         .field("chunk_bytes", args.chunk)
-        .field("bytes", args.mebibytes << 20)
-        .field("produce", args.produce)
+        .field("bytes", BYTES_PER_RUN)
+        .field("like_dd", args.like_dd)
+        .field("runs", args.runs)
         .field("rows", &rows)
-        .say("summary: throughput through a pipe, median of 5 pinned runs per placement");
+        .say(format!(
+            "summary: throughput through a pipe, median of {} pinned {} per placement",
+            args.runs,
+            if args.runs == 1 { "run" } else { "runs" }
+        ));
     Ok(())
 }
 
@@ -110,7 +122,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 #[derive(Parser)]
 #[command(
     after_help = "Examples:\n  pipe_bandwidth\n  pipe_bandwidth --chunk 4096\n  \
-                        pipe_bandwidth --produce"
+                        pipe_bandwidth --like-dd --runs 9"
 )]
 struct Args {
     /// Bytes per write (1-1048576).
@@ -118,14 +130,15 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     chunk: u64,
 
-    /// MiB sent per run (1-4096).
-    #[arg(long, value_name = "MIB", default_value_t = 256,
-          value_parser = clap::value_parser!(u64).range(1..=4096))]
-    mebibytes: u64,
+    /// Timed runs per placement, after one warm-up (1-99); the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=99))]
+    runs: u32,
 
-    /// The writer reads each chunk from /dev/zero before it writes it, as `dd` does.
+    /// Do per chunk what `dd if=/dev/zero | dd of=/dev/null` does: the writer reads it
+    /// from /dev/zero, the reader writes it to /dev/null.
     #[arg(long)]
-    produce: bool,
+    like_dd: bool,
 
     /// Print the timeline as JSON Lines.
     #[arg(long)]
