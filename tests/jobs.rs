@@ -1,7 +1,8 @@
 //! jobs: at each step (held with --hold) the test reads /proc itself: the terminal's
-//! foreground group (tpgid) follows tcsetpgrp, the background job that read the terminal
-//! and the foreground job after Ctrl-Z are in state T, and after `fg` the job runs
-//! again (S); waitpid(WUNTRACED | WCONTINUED) reported SIGTTIN, SIGTSTP and the continue.
+//! foreground group (tpgid) follows tcsetpgrp, the jobs wait in read(2) (/proc/<pid>/syscall),
+//! the background job that read the terminal and the foreground job after Ctrl-Z are in
+//! state T, and after `fg` the job runs again, back in its read (S); waitpid(WUNTRACED |
+//! WCONTINUED) reported SIGTTIN, SIGTSTP and the continue.
 
 mod examples;
 mod util;
@@ -53,6 +54,7 @@ fn tpgid_follows_tcsetpgrp_and_stopped_jobs_are_in_state_t() {
     let background = pid_of(&ttin["job"]);
     assert!(status_of(&ttin).contains("SIGTTIN"), "{ttin}");
     assert_eq!(proc_state(background), Some('T'), "stopped by its read");
+    assert!(in_read(background), "stopped inside read(terminal)");
     assert_eq!(stat_number(background, 5), background);
     assert_ne!(stat_number(shell, 8), background, "it is in the background");
 

@@ -195,13 +195,21 @@ fn started_with_sigint_ignored_every_member_still_dies_by_it() {
     }
 }
 
-/// With a controlling terminal (the program then leads its own session): the same.
+/// With a controlling terminal (the program then leads its own session): the same, and
+/// every member shows the terminal and its foreground group, as the chapter says.
 #[test]
 fn from_a_terminal_the_group_dies_the_same() {
     let Some(events) = run_on_a_terminal(cargo_bin!("process_groups")) else {
         return;
     };
     let parent = pid_of(&events[0]["pid"]);
-    assert_ne!(printed(&events, parent)["tty_nr"], 0, "it had a terminal");
+    let parents = printed(&events, parent);
+    assert_ne!(parents["tty_nr"], 0, "it had a terminal");
+    assert_ne!(parents["tpgid"], -1, "with a foreground group");
+    for member in pids_in(&find(&events, "group")["members"]) {
+        let members = printed(&events, member);
+        assert_eq!(members["tty_nr"], parents["tty_nr"], "{members}");
+        assert_eq!(members["tpgid"], parents["tpgid"], "{members}");
+    }
     assert_eq!(summary(&events)["killed_by_sigint"], 3);
 }
