@@ -1,6 +1,7 @@
 //! fork_threads: a fork while a second thread holds stdout's lock leaves the child with
 //! one thread and the lock held for ever — the test sees it in /proc with `Threads: 1`
-//! (the parent has 2), asleep on a futex, using no CPU — while echo run by Command and a
+//! (the parent has 2), asleep on a futex, using no CPU, after the half-second deadline
+//! (from the events' times) — while echo run by Command and a
 //! child that only calls write(2) and _exit(2) work; nothing is left behind.
 
 mod examples;
@@ -32,6 +33,13 @@ fn println_hangs_in_the_child_and_exec_and_write_do_not() {
     assert_eq!(stuck["parent_threads"], 2, "{stuck}");
     let println = find(&events, "println");
     assert_eq!(pid_of(&println["pid"]), pid_of(&stuck["child"]));
+    // Half a second (the default --deadline) from the fork, which came after `holding`
+    // and before the child's `println`, to the parent's look at the child.
+    let seconds = |event: &serde_json::Value| event["t"].as_f64().expect("t");
+    let since_holding = seconds(stuck) - seconds(find(&events, "holding"));
+    let since_println = seconds(stuck) - seconds(println);
+    assert!(since_holding >= 0.5, "looked after {since_holding} s");
+    assert!(since_println < 0.7, "the child waited {since_println} s");
     assert_eq!(
         find(&events, "reaped")["status"],
         "killed by signal 9 (SIGKILL)"

@@ -1,7 +1,8 @@
 //! handler_unsafe: a SIGUSR1 handler that allocates, run while the main flow is inside
 //! malloc, hangs the child for good — the test sees it in /proc asleep on a futex, with
 //! SIGUSR1 blocked (its handler is running) and no CPU time used — while a handler that
-//! only counts survives the same storm; nothing is left behind.
+//! only counts survives the same storm, its work done at most once per signal sent;
+//! nothing is left behind.
 
 mod examples;
 mod stops;
@@ -28,6 +29,11 @@ fn cpu_ns(pid: i32) -> u64 {
     let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).expect("schedstat");
     let first = schedstat.split_whitespace().next().expect("a first field");
     first.parse().expect("nanoseconds")
+}
+
+/// An event's time: seconds since the program started.
+fn seconds(event: &Value) -> f64 {
+    event["t"].as_f64().expect("every event has t")
 }
 
 fn children(events: &[Value]) -> Vec<i32> {
@@ -62,6 +68,31 @@ fn the_allocating_handler_hangs_the_child_and_the_counting_one_does_not() {
         "the second child survived"
     );
     assert!(survived["handled"].as_u64() > Some(100), "{survived}");
+    let sent: Vec<u64> = summary(&events)["sent"]
+        .as_array()
+        .expect("sent: one count per child")
+        .iter()
+        .map(|count| count.as_u64().expect("a count"))
+        .collect();
+    for (reaped, sent) in reaped.iter().zip(&sent) {
+        assert_eq!(reaped["sent"], *sent, "{reaped}");
+    }
+    // The parent looks every 50 signals, and the first look only records the CPU time.
+    assert!(
+        sent[0] >= 100 && sent[0] % 50 == 0,
+        "hung noticed after {sent:?}"
+    );
+    // The main flow does the handler's work at most once per signal the kernel took.
+    let handled = survived["handled"].as_u64().expect("a count");
+    assert!(
+        handled <= sent[1],
+        "handled {handled} of {} signals",
+        sent[1]
+    );
+    // The counting child's loop lasts its second of signals (STORM), from its storm event.
+    let storms: Vec<_> = events.iter().filter(|e| e["event"] == "storm").collect();
+    let lasted = seconds(survived) - seconds(storms[1]);
+    assert!((0.8..1.5).contains(&lasted), "the storm lasted {lasted} s");
     for child in children {
         assert_eq!(proc_state(child), None, "{child} is left behind");
     }

@@ -1,7 +1,8 @@
 //! jobs: at each step (held with --hold) the test reads /proc itself: the terminal's
-//! foreground group (tpgid) follows tcsetpgrp, the background job that read the terminal
-//! and the foreground job after Ctrl-Z are in state T, and after `fg` the job runs
-//! again (S); waitpid(WUNTRACED | WCONTINUED) reported SIGTTIN, SIGTSTP and the continue.
+//! foreground group (tpgid) follows tcsetpgrp, the jobs wait in read(2) (/proc/<pid>/syscall),
+//! the background job that read the terminal and the foreground job after Ctrl-Z are in
+//! state T, and after `fg` the job runs again, back in its read (S); waitpid(WUNTRACED |
+//! WCONTINUED) reported SIGTTIN, SIGTSTP and the continue.
 
 mod examples;
 mod util;
@@ -20,6 +21,17 @@ fn stat_number(pid: i32, field: usize) -> i32 {
     text.parse().expect("a number")
 }
 
+/// Whether `pid` is blocked in read(2): the first field of /proc/<pid>/syscall is the
+/// number of the system call it is in.
+fn in_read(pid: i32) -> bool {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let number = syscall
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok());
+    number == Some(libc::SYS_read)
+}
+
 fn status_of(event: &Value) -> &str {
     event["status"].as_str().expect("a status in words")
 }
@@ -32,11 +44,17 @@ fn tpgid_follows_tcsetpgrp_and_stopped_jobs_are_in_state_t() {
     assert_eq!(stat_number(shell, 8), foreground, "tpgid: the job's group");
     assert_eq!(stat_number(foreground, 5), foreground, "a group of its own");
     assert_eq!(stat_number(foreground, 6), shell, "in the shell's session");
+    let waits_for_a_line = || in_read(foreground) && proc_state(foreground) == Some('S');
+    assert!(
+        eventually(Duration::from_millis(500), waits_for_a_line),
+        "the foreground job waits in read(terminal)"
+    );
 
     let ttin = demo.wait_for("waitpid");
     let background = pid_of(&ttin["job"]);
     assert!(status_of(&ttin).contains("SIGTTIN"), "{ttin}");
     assert_eq!(proc_state(background), Some('T'), "stopped by its read");
+    assert!(in_read(background), "stopped inside read(terminal)");
     assert_eq!(stat_number(background, 5), background);
     assert_ne!(stat_number(shell, 8), background, "it is in the background");
 
@@ -47,6 +65,11 @@ fn tpgid_follows_tcsetpgrp_and_stopped_jobs_are_in_state_t() {
         "Ctrl-Z reached the foreground job"
     );
     assert_eq!(proc_state(foreground), Some('T'));
+    assert_eq!(
+        stat_number(shell, 8),
+        foreground,
+        "T+: stopped in the foreground"
+    );
     demo.wait_for_where("tcsetpgrp", |e| e["pgrp"] == shell);
     assert_eq!(stat_number(shell, 8), shell, "tpgid: back to the shell");
     assert_eq!(proc_state(foreground), Some('T'), "still stopped");
@@ -59,8 +82,7 @@ fn tpgid_follows_tcsetpgrp_and_stopped_jobs_are_in_state_t() {
         "fg gave it the terminal again"
     );
     assert!(
-        eventually(Duration::from_millis(500), || proc_state(foreground)
-            == Some('S')),
+        eventually(Duration::from_millis(500), waits_for_a_line),
         "it runs again, back in its read"
     );
     assert_eq!(

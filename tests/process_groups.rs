@@ -70,6 +70,58 @@ fn the_kernel_shows_one_new_group_and_killpg_kills_all_of_it_by_sigint() {
     let summary = summary(&events);
     assert_eq!(summary["killed_by_sigint"], 3);
     assert_eq!(summary["parent_pgid"], parent_pgid);
+    assert_eq!(summary["pgid"], pgid, "the group /proc showed");
+    assert_eq!(summary["members"], members.len(), "{summary}");
+}
+
+/// The chapter's `kill -INT -<pgid>` during a hold: the members become zombies at once,
+/// the kernel keeps for each the wait status of a death by SIGINT without a core (field
+/// 52 of /proc/<pid>/stat, `exit_code`, while it is a zombie), and when the hold ends the
+/// program reaps them and reports the same; setpgid changed neither terminal nor tpgid.
+#[test]
+fn kill_int_to_the_held_group_leaves_zombies_reaped_as_killed_by_sigint() {
+    let mut demo = Running::start(cargo_bin!("process_groups"), &["--hold", "2"]);
+    let group = demo.wait_for("group");
+    let (pgid, members) = (pid_of(&group["pgid"]), pids_in(&group["members"]));
+    let me = std::process::id() as i32;
+    let (our_tty, our_tpgid) = (stat_number(me, 7), stat_number(me, 8));
+    if our_tty == 0 {
+        assert_eq!(our_tpgid, -1, "no terminal, no foreground group");
+    }
+    for &member in &members {
+        assert_eq!(stat_number(member, 7), our_tty, "tty_nr of {member}");
+        assert_eq!(stat_number(member, 8), our_tpgid, "tpgid of {member}");
+    }
+    send_signal(-pgid, libc::SIGINT);
+    let zombies = || {
+        members
+            .iter()
+            .all(|&member| proc_state(member) == Some('Z'))
+    };
+    assert!(
+        eventually(Duration::from_millis(500), zombies),
+        "{members:?}"
+    );
+    for &member in &members {
+        assert_eq!(
+            stat_number(member, 52),
+            libc::SIGINT,
+            "exit_code of {member}"
+        );
+    }
+    let (status, events) = demo.finish();
+    assert!(status.success(), "{status:?}");
+    for &member in &members {
+        let reaped = events
+            .iter()
+            .find(|event| event["event"] == "reaped" && event["child"] == member)
+            .expect("every member is reaped");
+        assert_eq!(reaped["signal"], "SIGINT", "{reaped}");
+        assert_eq!(reaped["core_dumped"], false, "{reaped}");
+        assert!(reaped["code"].is_null(), "no exit code: {reaped}");
+        assert_eq!(proc_state(member), None, "{member} is gone");
+    }
+    assert_eq!(summary(&events)["killed_by_sigint"], 3);
 }
 
 /// The members are in a group of their own: Ctrl-C to the program's group does not reach
@@ -143,13 +195,21 @@ fn started_with_sigint_ignored_every_member_still_dies_by_it() {
     }
 }
 
-/// With a controlling terminal (the program then leads its own session): the same.
+/// With a controlling terminal (the program then leads its own session): the same, and
+/// every member shows the terminal and its foreground group, as the chapter says.
 #[test]
 fn from_a_terminal_the_group_dies_the_same() {
     let Some(events) = run_on_a_terminal(cargo_bin!("process_groups")) else {
         return;
     };
     let parent = pid_of(&events[0]["pid"]);
-    assert_ne!(printed(&events, parent)["tty_nr"], 0, "it had a terminal");
+    let parents = printed(&events, parent);
+    assert_ne!(parents["tty_nr"], 0, "it had a terminal");
+    assert_ne!(parents["tpgid"], -1, "with a foreground group");
+    for member in pids_in(&find(&events, "group")["members"]) {
+        let members = printed(&events, member);
+        assert_eq!(members["tty_nr"], parents["tty_nr"], "{members}");
+        assert_eq!(members["tpgid"], parents["tpgid"], "{members}");
+    }
     assert_eq!(summary(&events)["killed_by_sigint"], 3);
 }

@@ -1,6 +1,7 @@
 //! sessions: while the session is held, the test reads the leader's /proc/<pid>/stat and
 //! finds a session of its own (sid == its pid), the pseudo-terminal as its controlling
-//! terminal (tty_nr nonzero, the pty's slave among its descriptors) with the leader's group
+//! terminal (tty_nr the slave's device number, the slave among its descriptors, the
+//! summary's terminal) with the leader's group
 //! in the foreground (tpgid); when the parent closes the master the leader dies by SIGHUP.
 
 mod examples;
@@ -33,6 +34,15 @@ fn open_files(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The device number of the terminal at `path` as /proc/<pid>/stat's tty_nr encodes it
+/// (the kernel's new_encode_dev: minor bits 0-7, major 8-19, the minor's rest from bit 20).
+fn tty_nr_of(path: &str) -> i32 {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(path).expect("the slave exists").rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    ((minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)) as i32
+}
+
 #[test]
 fn the_leader_owns_the_pty_until_the_hangup_kills_it_by_sighup() {
     let mut demo = Running::start(cargo_bin!("sessions"), &["--hold", "2"]);
@@ -46,6 +56,11 @@ fn the_leader_owns_the_pty_until_the_hangup_kills_it_by_sighup() {
     assert_eq!(stat_number(leader, 5), leader, "pgid: and its group");
     assert_ne!(stat_number(leader, 7), 0, "tty_nr: it has a terminal");
     assert_eq!(
+        stat_number(leader, 7),
+        tty_nr_of(&slave),
+        "tty_nr: the device number of {slave}"
+    );
+    assert_eq!(
         stat_number(leader, 8),
         leader,
         "tpgid: its group is in the foreground"
@@ -55,6 +70,7 @@ fn the_leader_owns_the_pty_until_the_hangup_kills_it_by_sighup() {
         "{leader} holds {slave}: {:?}",
         open_files(leader)
     );
+    let held = (stat_number(leader, 6), stat_number(leader, 8));
     assert_ne!(
         stat_number(demo.pid(), 6),
         leader,
@@ -69,8 +85,24 @@ fn the_leader_owns_the_pty_until_the_hangup_kills_it_by_sighup() {
     assert_eq!(printed["sid"], leader);
     assert_eq!(printed["tpgid"], leader);
     assert_ne!(printed["tty_nr"], 0);
-    assert_eq!(find(&events, "reaped")["signal"], "SIGHUP", "{events:#?}");
-    assert_eq!(summary(&events)["killed_by_sighup"], true);
+    let reaped = find(&events, "reaped");
+    assert_eq!(reaped["signal"], "SIGHUP", "{events:#?}");
+    assert_eq!(reaped["core_dumped"], false, "{reaped}");
+    assert!(reaped["code"].is_null(), "no exit code: {reaped}");
+    let summary = summary(&events);
+    assert_eq!(summary["killed_by_sighup"], true);
+    // The summary's fields are what /proc said while the session was held.
+    assert_eq!(summary["leader"], leader, "{summary}");
+    let (sid, tpgid) = held;
+    assert_eq!(
+        (&summary["sid"], &summary["tpgid"]),
+        (&sid.into(), &tpgid.into())
+    );
+    assert_eq!(
+        Some(summary["terminal"].as_str().expect("a terminal name")),
+        slave.strip_prefix("/dev/"),
+        "{summary}"
+    );
     assert_eq!(proc_state(leader), None, "reaped");
 }
 

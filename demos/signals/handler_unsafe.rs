@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let parent = getpid();
-    let mut hung = Vec::new();
+    let (mut hung, mut sent) = (Vec::new(), Vec::new());
     for (name, handler) in [("allocate", allocate as extern "C" fn(_)), ("count", count)] {
         // SAFETY: single-threaded here; the child starts and joins one thread, installs
         // a handler, allocates in a loop for a second, narrates, and calls _exit.
@@ -38,11 +38,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
             ForkResult::Child => child::run_then_exit(parent, || allocate_in_loop(handler)),
             ForkResult::Parent { child } => child,
         };
-        hung.push(storm(child, name, args.hold)?);
+        let (stuck, signals) = storm(child, name, args.hold)?;
+        hung.push(stuck);
+        sent.push(signals);
     }
     let [allocating, counting] = [hung[0], hung[1]];
     let text = format!("summary: hung with allocate: {allocating}; with count: {counting}");
-    event("summary").field("hung", &hung).say(text);
+    event("summary")
+        .fields(json!({"hung": hung, "sent": sent}))
+        .say(text);
     Ok(())
 }
 
@@ -93,8 +97,9 @@ fn allocate_in_loop(handler: extern "C" fn(libc::c_int)) -> anyhow::Result<i32> 
 
 // ANCHOR: storm
 /// Sends SIGUSR1 every 100 µs or so until the child ends, and every 50 signals looks at
-/// it from outside. Returns whether it hung: no CPU time used, asleep on a futex.
-fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
+/// it from outside. Returns whether it hung (no CPU time used, asleep on a futex), and how
+/// many signals the kernel took (kill returned 0).
+fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<(bool, u64)> {
     let pid = child.as_raw();
     let caught = || sigstate::signal_sets(pid).is_ok_and(|s| sigstate::contains(s.caught, SIGUSR1));
     sigstate::wait_until(|| caught() || !inspect::running(pid), "its handler")?; // in SigCgt
@@ -126,10 +131,12 @@ fn storm(child: Pid, handler: &str, hold: Duration) -> anyhow::Result<bool> {
         kill(child, Signal::SIGKILL).context("kill(SIGKILL)")?; // nothing else ends it
     }
     let ended = child::describe(&child::wait_or_kill(child)?);
-    let text = format!("waitpid({child}) -> {ended}");
-    event("reaped").field("status", &ended).say(text);
+    let text = format!("waitpid({child}) -> {ended}; {sent} x kill(SIGUSR1) sent to it");
+    event("reaped")
+        .fields(json!({"status": ended, "sent": sent}))
+        .say(text);
     anyhow::ensure!(hung || ended.ends_with("status 0"), "{child} {ended}");
-    Ok(hung)
+    Ok((hung, sent))
 }
 // ANCHOR_END: storm
 
