@@ -17,7 +17,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use shapes::{Target, runnable, shape, shapes_by_process};
+use shapes::{Target, differences, runnable, shape, shapes_by_process};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,10 +89,14 @@ fn shapes_mask_numbers_and_keep_each_process_in_order() {
     let run_b = "  0.0s [parent 9] fork\n  0.2s [child  11] exit(8)\n  0.3s [child  10] exit(7)\n";
     assert_eq!(shapes_by_process(run_a), shapes_by_process(run_b));
     let reordered = "  0.0s [parent 1] b\n  0.1s [parent 1] a\n";
-    assert_ne!(
-        shapes_by_process("  0.0s [parent 1] a\n  0.1s [parent 1] b\n"),
-        shapes_by_process(reordered)
+    let in_order = shapes_by_process("  0.0s [parent 1] a\n  0.1s [parent 1] b\n");
+    assert_ne!(in_order, shapes_by_process(reordered));
+    assert_eq!(
+        differences(&in_order, &shapes_by_process(reordered)),
+        "the same lines, in another order"
     );
+    let one_less = shapes_by_process("  0.0s [parent 1] a\n");
+    assert!(differences(&in_order, &one_less).contains("\"1x #s [parent #] b\""));
     let bin = |target: Target| match target.package {
         None => Some(Path::new("/t").join(target.bin?)),
         Some(_) => None,

@@ -135,19 +135,30 @@ pub fn shapes_by_process(output: &str) -> Vec<Vec<String>> {
     sequences
 }
 
-fn differences(old: &[Vec<String>], new: &[Vec<String>]) -> String {
-    let old: Vec<&String> = old.iter().flatten().collect();
-    let new: Vec<&String> = new.iter().flatten().collect();
-    let gone: Vec<_> = old
-        .iter()
-        .filter(|line| !new.contains(line))
-        .take(5)
-        .collect();
-    let added: Vec<_> = new
-        .iter()
-        .filter(|line| !old.contains(line))
-        .take(5)
-        .collect();
+/// What changed: the lines printed fewer or more times than in the file (each with how many
+/// fewer or more), or, when the same lines came, that their order changed.
+pub fn differences(old: &[Vec<String>], new: &[Vec<String>]) -> String {
+    let count = |sequences: &[Vec<String>]| {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for line in sequences.iter().flatten() {
+            *counts.entry(line.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let (old, new) = (count(old), count(new));
+    let fewer = |these: &BTreeMap<String, usize>, those: &BTreeMap<String, usize>| {
+        (these.iter())
+            .filter_map(|(line, &n)| {
+                let m = those.get(line).copied().unwrap_or(0);
+                (n > m).then(|| format!("{}x {line}", n - m))
+            })
+            .take(5)
+            .collect::<Vec<_>>()
+    };
+    let (gone, added) = (fewer(&old, &new), fewer(&new, &old));
+    if gone.is_empty() && added.is_empty() {
+        return "the same lines, in another order".to_owned();
+    }
     format!("lines no longer printed: {gone:#?}\nlines new in this run: {added:#?}")
 }
 
