@@ -24,7 +24,8 @@ book:
     python3 .ci/book_in_browser.py book/book
 
 # Rerun every transcript's command (book/src/*/transcripts/*.txt) and rewrite the file
-# with what it prints now; `cargo test --test transcripts` checks they still match.
+# with what it prints now; `cargo test --test transcripts` checks they still match. (It
+# runs two tests named transcripts: the root's, and mqtt_workers' for `cargo run -p` ones.)
 transcripts:
     cargo build --bins
     PROCLAB_TRANSCRIPTS=overwrite cargo test --test transcripts -- every_transcript

@@ -73,15 +73,18 @@ impl Ledger {
         self.jobs.len() as u64
     }
 
-    /// Publishes job `id` (again), through the desk, at QoS 1.
-    pub fn publish(&mut self, desk: &Desk, id: usize) -> anyhow::Result<()> {
-        let job = &mut self.jobs[id];
-        job.attempts += 1;
-        job.published = Instant::now();
-        desk.publish(
-            &job.topic,
-            &json!({"job": id, "attempt": job.attempts}).to_string(),
-        )
+    /// Publishes the jobs `ids` (again), through the desk, at QoS 1: one wave, noted at
+    /// one instant, so that the jobs of a wave fall overdue together.
+    pub fn publish(&mut self, desk: &Desk, ids: &[usize]) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for &id in ids {
+            let job = &mut self.jobs[id];
+            job.attempts += 1;
+            job.published = now;
+            let message = json!({"job": id, "attempt": job.attempts});
+            desk.publish(&job.topic, &message.to_string())?;
+        }
+        Ok(())
     }
 
     // ANCHOR: accept
@@ -106,12 +109,29 @@ impl Ledger {
             .filter(|&id| self.jobs[id].results == 0)
             .filter(|&id| self.jobs[id].published.elapsed() > OVERDUE_AFTER)
             .collect();
-        for id in overdue {
-            self.publish(desk, id)?;
-            self.republished += 1;
-            let attempt = self.jobs[id].attempts;
-            event("republish").field("job", id).field("attempt", attempt).say(format!(
-                "job {id}: no result {OVERDUE_AFTER:?} after publishing: publish again (attempt {attempt})"
+        if overdue.is_empty() {
+            return Ok(());
+        }
+        self.publish(desk, &overdue)?;
+        self.republished += overdue.len() as u64;
+        // --json: an event per job. The text: one line for the wave, the same from run to
+        // run whatever the number of jobs the dead member held.
+        if proclab::narrate::json() {
+            for &id in &overdue {
+                let attempt = self.jobs[id].attempts;
+                event("republish")
+                    .field("job", id)
+                    .field("attempt", attempt)
+                    .say(format!(
+                        "job {id}: no result {OVERDUE_AFTER:?} after publishing: publish again \
+                     (attempt {attempt})"
+                    ));
+            }
+        } else {
+            let jobs = if overdue.len() == 1 { "job" } else { "jobs" };
+            event("republish").say(format!(
+                "{} {jobs} with no result {OVERDUE_AFTER:?} after publishing: publish again",
+                overdue.len()
             ));
         }
         Ok(())

@@ -130,12 +130,15 @@ impl master::Master<'_> {
             self.spawn(slot)?;
         }
         self.wait_until(deadline, |master| master.pool.workers().all(|w| w.ready))?;
+        for slot in 0..master::ROUTES.len() {
+            self.tell_ready(slot); // in slot order: the SUBACKs come in any order
+        }
+        self.publishing = true;
         event("publish")
             .field("jobs", self.ledger.len())
             .say(format!("publishing {} jobs at QoS 1", self.ledger.len()));
-        for id in 0..self.ledger.len() as usize {
-            self.ledger.publish(&self.desk, id)?;
-        }
+        let every_job: Vec<usize> = (0..self.ledger.len() as usize).collect();
+        self.ledger.publish(&self.desk, &every_job)?;
         self.last_result = Instant::now();
         let quiet = ledger::OVERDUE_AFTER * 2;
         self.wait_until(deadline, |master| {

@@ -68,6 +68,8 @@ pub struct Master<'a> {
     pub hosts: Option<Hosts>,
     pub ledger: Ledger,
     pub desk_connected: bool,
+    /// The jobs are out: from now on a worker's subscription is told as it comes.
+    pub publishing: bool,
     pub stopping: bool,
     pub fault_done: bool,
     pub respawns: u64,
@@ -92,6 +94,7 @@ impl<'a> Master<'a> {
             hosts: network.hosts,
             ledger: Ledger::new(args.jobs),
             desk_connected: false,
+            publishing: false,
             stopping: false,
             fault_done: false,
             respawns: 0,
@@ -132,25 +135,34 @@ impl<'a> Master<'a> {
 
     /// A message from worker `pid` of `slot`: it is alive; its first message means ready.
     fn heard_from(&mut self, slot: i64, pid: i64) {
-        let Some(Some(worker)) = usize::try_from(slot)
+        let Some(worker) = usize::try_from(slot)
             .ok()
-            .and_then(|s| self.pool.slots.get_mut(s))
+            .and_then(|s| self.pool.slots.get_mut(s)?.as_mut())
+            .filter(|worker| i64::from(worker.pid.as_raw()) == pid)
         else {
             return; // a worker of another machine, or of a slot's earlier worker
         };
-        if i64::from(worker.pid.as_raw()) != pid {
-            return;
-        }
         worker.last_heard = Instant::now();
         if !worker.ready {
             worker.ready = true;
             self.pool.backoff.started(slot as usize);
+            self.ledger.split.entry((slot, pid)).or_default(); // in the split, even with 0 jobs
+            if self.publishing {
+                self.tell_ready(slot as usize); // before: supervise() tells all, in slot order
+            }
+        }
+    }
+
+    /// Says that the worker of `slot` has subscribed (its first heartbeat came).
+    pub fn tell_ready(&self, slot: usize) {
+        if let Some(worker) = self.pool.slots[slot].as_ref().filter(|w| w.ready) {
             event("ready")
                 .field("slot", slot)
-                .field("worker", pid)
+                .field("worker", worker.pid.as_raw())
                 .field("route", worker.route.name())
                 .say(format!(
-                    "worker {pid} in slot {slot} subscribed to {}",
+                    "worker {} in slot {slot} subscribed to {}",
+                    worker.pid,
                     worker.route.filter()
                 ));
         }
@@ -160,11 +172,14 @@ impl<'a> Master<'a> {
         match self.ledger.accept(job, slot, pid) {
             Verdict::First => {
                 self.last_result = Instant::now();
-                event("result")
-                    .field("job", job)
-                    .field("slot", slot)
-                    .field("worker", pid)
-                    .say(format!("job {job} done by worker {pid} (slot {slot})"));
+                // A line per job only in --json; the text timeline has the split, at the end.
+                if proclab::narrate::json() {
+                    event("result")
+                        .field("job", job)
+                        .field("slot", slot)
+                        .field("worker", pid)
+                        .say(format!("job {job} done by worker {pid} (slot {slot})"));
+                }
             }
             Verdict::Duplicate => {
                 let what = if self.args.no_ledger {

@@ -155,11 +155,26 @@ fn a_killed_worker_is_respawned_and_every_jobs_effect_happens_once() {
 fn assert_loss_without_ledger(broker: &[&str]) {
     let mut args = vec!["--jobs", "60", "--kill-worker-after", "10", "--no-ledger"];
     args.extend_from_slice(broker);
-    let summary = summary(&run_json(demo(), &args)).clone();
+    let events = run_json(demo(), &args);
+    let summary = summary(&events).clone();
     assert!(
         summary["lost"].as_u64() > Some(0),
         "the broker lost the dead member's jobs: {summary}"
     );
+    // Every worker that subscribed is in the split, the new one in slot 0 too (0 jobs).
+    let split = summary["split"].as_array().expect("split is a list");
+    let ready: Vec<&Value> = events.iter().filter(|e| e["event"] == "ready").collect();
+    assert_eq!(
+        ready.len(),
+        5,
+        "four workers, then the killed one's successor"
+    );
+    for worker in ready {
+        let listed = split
+            .iter()
+            .any(|entry| entry["worker"] == worker["worker"]);
+        assert!(listed, "{worker} is not in the split: {summary}");
+    }
     assert_eq!(summary["republished"], 0, "{summary}");
     assert_eq!(summary["exactly_once"], false, "{summary}");
 }
