@@ -124,15 +124,15 @@ impl Master<'_> {
             .field("unresponsive", self.unresponsive)
             .field("split", &split)
             .say(format!(
-                "{} of {} jobs done, {} lost, {} duplicate results ({}), {} re-published\n{table}",
+                "{} of {} jobs done, {} lost, {} {}, {} re-published\n{table}",
                 ledger.done(),
                 ledger.len(),
                 lost.len(),
                 ledger.duplicates,
                 if self.args.no_ledger {
-                    "each done twice"
+                    "done twice" // no ledger: a second result of a job counts as work
                 } else {
-                    "dropped"
+                    "second results dropped"
                 },
                 ledger.republished
             ));
