@@ -51,6 +51,9 @@ const LABEL: (&str, u32) = TITLE;
 const AXIS_TITLE: (&str, u32) = ("sans-serif", 19);
 const TITLE: (&str, u32) = ("sans-serif", 22);
 const NICE_SECONDS: &str = "3"; // the default: the chapter's commands
+/// How many times the bench runs each of the nice chapter's commands: the figure draws
+/// the spread of the runs.
+const NICE_RUNS: usize = 3;
 
 fn main() -> ExitCode {
     // `cargo bench --bench reference -- prefork` runs one part (cargo adds `--bench`).
@@ -183,16 +186,20 @@ fn sched(figures: &Path) -> anyhow::Result<Vec<Value>> {
         ));
     }
 
-    println!("== nice: shares against the weights ({NICE_SECONDS} s each)");
-    let one = run_demo(env!("CARGO_BIN_EXE_nice"), &["--seconds", NICE_SECONDS])?;
-    let separate = run_demo(
-        env!("CARGO_BIN_EXE_nice"),
-        &["--seconds", NICE_SECONDS, "--sessions", "separate"],
-    )?;
-    print_nice(&one, "one session");
-    print_nice(&separate, "separate sessions");
-    results.insert("nice_one_session".into(), one);
-    results.insert("nice_separate_sessions".into(), separate);
+    println!("== nice: shares against the weights ({NICE_RUNS} runs of {NICE_SECONDS} s each)");
+    for (key, label, sessions) in [
+        ("nice_one_session", "one session", "one"),
+        ("nice_separate_sessions", "separate sessions", "separate"),
+    ] {
+        let mut runs = Vec::new();
+        for _ in 0..NICE_RUNS {
+            let args = ["--seconds", NICE_SECONDS, "--sessions", sessions];
+            let summary = run_demo(env!("CARGO_BIN_EXE_nice"), &args)?;
+            print_nice(&summary, label);
+            runs.push(summary);
+        }
+        results.insert(key.into(), Value::Array(runs));
+    }
 
     println!("== proc_vs_thread: creation cost");
     // The chapter's command, `proc_vs_thread` with its default --count: the caption says it.
@@ -417,7 +424,9 @@ fn verdict_line(row: &Value) -> String {
 /// The median of five runs of [`perf_pipe`], as the demo's figure is the median of its
 /// five repetitions.
 fn perf_pipe_median(cpus: (usize, usize), loops: u64) -> anyhow::Result<f64> {
-    let runs: Vec<f64> = (0..5).map(|_| perf_pipe(cpus, loops)).collect::<Result<_, _>>()?;
+    let runs: Vec<f64> = (0..5)
+        .map(|_| perf_pipe(cpus, loops))
+        .collect::<Result<_, _>>()?;
     Ok(measure::median(&runs))
 }
 
@@ -545,29 +554,56 @@ fn print_nice(summary: &Value, label: &str) {
     println!("  {label:<18} {}", shares.join(", "));
 }
 
+/// The nice figure from the bench's runs of each command (`one`, `separate`: arrays of
+/// summaries): bars for one session's measured shares (median, min-max of the runs), dots
+/// for the weights' prediction, a cross per run of separate sessions.
 fn nice_figure(path: &Path, one: &Value, separate: &Value) -> anyhow::Result<()> {
-    let rows = one["rows"].as_array().context("rows")?;
+    // (A bench.json from before NICE_RUNS holds one summary, not an array.)
+    let runs = |summaries: &Value| {
+        summaries
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![summaries.clone()])
+    };
+    let (one, separate) = (runs(one), runs(separate));
+    let rows = one.first().context("no nice run")?["rows"]
+        .as_array()
+        .context("rows")?
+        .clone();
     let share = |summary: &Value, index: usize, key: &str| {
         summary["rows"][index][key].as_f64().unwrap_or(0.0) * 100.0
     };
     let bars: Vec<Bar> = (0..rows.len())
-        .map(|index| Bar {
-            label: format!("nice {}", rows[index]["nice"]),
-            value: share(one, index, "predicted_share"),
-            spread: None,
-            reference: Some(share(one, index, "measured_share")),
+        .map(|index| {
+            let measured: Vec<f64> = one
+                .iter()
+                .map(|run| share(run, index, "measured_share"))
+                .collect();
+            Bar {
+                label: format!("nice {}", rows[index]["nice"]),
+                value: measure::median(&measured),
+                spread: Some((
+                    measure::quantile(&measured, 0.0),
+                    measure::quantile(&measured, 1.0),
+                )),
+                reference: Some(share(&one[0], index, "predicted_share")),
+            }
         })
         .collect();
-    let separate_points: Vec<f64> = (0..rows.len())
-        .map(|index| share(separate, index, "measured_share"))
+    let separate_points: Vec<(usize, f64)> = (0..rows.len())
+        .flat_map(|index| separate.iter().map(move |run| (index, run)))
+        .map(|(index, run)| (index, share(run, index, "measured_share")))
         .collect();
-    let title = "nice, and nice --sessions separate: one CPU shared";
+    let title = format!(
+        "nice, and nice --sessions separate: {} runs each",
+        one.len()
+    );
     let figure = Figure {
-        title,
-        y_axis: "share of the CPU (%)",
-        bars: "predicted by the weights",
-        reference: Some("measured, one session"),
-        second: Some(("measured, separate sessions", &separate_points)),
+        title: &title,
+        y_axis: "share of one CPU (%)",
+        bars: "one session, median",
+        reference: Some("the weights' prediction"),
+        second: Some(("separate sessions, each run", &separate_points)),
     };
     sched_figure(path, &figure, &bars)
 }
@@ -590,7 +626,7 @@ struct Figure<'a> {
     y_axis: &'a str,
     bars: &'a str,
     reference: Option<&'a str>,
-    second: Option<(&'a str, &'a [f64])>,
+    second: Option<(&'a str, &'a [(usize, f64)])>, // (bar, value) points
 }
 
 /// The scheduling figures, readable at the book's width (640 px): text of 15-18 px, the
@@ -608,7 +644,7 @@ fn sched_figure(path: &Path, figure: &Figure, bars: &[Bar]) -> anyhow::Result<()
             figure
                 .second
                 .iter()
-                .flat_map(|(_, points)| points.iter().copied()),
+                .flat_map(|(_, points)| points.iter().map(|(_, value)| *value)),
         )
         .filter(|value| *value > 0.0)
         .collect();
@@ -634,13 +670,19 @@ where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
+    // The legend goes in the upper corner away from the tallest bar.
+    let tallest = (0..bars.len()).max_by(|&a, &b| bars[a].value.total_cmp(&bars[b].value));
+    let legend_corner = match tallest {
+        Some(index) if index * 2 < bars.len() => SeriesLabelPosition::UpperRight,
+        _ => SeriesLabelPosition::UpperLeft,
+    };
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(figure.title, TITLE)
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(72)
+        .y_label_area_size(84)
         .build_cartesian_2d((0..bars.len() - 1).into_segmented(), y_range)
         .map_err(plot_error)?;
     let label = |value: &SegmentValue<usize>| match value {
@@ -652,6 +694,10 @@ where
         .disable_x_mesh()
         .light_line_style(WHITE)
         .x_label_formatter(&|value| label(value).unwrap_or_default())
+        .y_label_formatter(&|value: &f64| match *value {
+            v if v >= 10.0 || v == 0.0 => format!("{v:.0}"),
+            v => format!("{v}"),
+        })
         .label_style(LABEL)
         .axis_desc_style(AXIS_TITLE)
         .y_desc(figure.y_axis)
@@ -721,9 +767,9 @@ where
             .legend(|(x, y)| Circle::new((x, y), 6, RED.filled()));
     }
     if let Some((name, points)) = figure.second {
-        let crosses = points.iter().enumerate().map(|(index, value)| {
+        let crosses = points.iter().map(|(index, value)| {
             Cross::new(
-                (SegmentValue::CenterOf(index), *value),
+                (SegmentValue::CenterOf(*index), *value),
                 7,
                 BLACK.stroke_width(3),
             )
@@ -739,7 +785,7 @@ where
         .label_font(LABEL)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend_corner)
         .draw()
         .map_err(plot_error)?;
     root.present().map_err(plot_error)?;
