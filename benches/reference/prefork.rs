@@ -107,34 +107,41 @@ fn against_nginx() -> anyhow::Result<Value> {
         WRK.join(" ")
     );
     let (mut demo, mut nginx, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut demo_cpu, mut nginx_cpu) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let port = free_port()?;
         let server = Command::new(env!("CARGO_BIN_EXE_prefork"))
             .args(["--port", &port.to_string(), "--workers", WORKERS])
             .stdout(Stdio::null())
             .spawn()?;
-        let prefork_rps = wrk_against(server, port, "/echo/x")?;
+        let (prefork_rps, prefork_us) = wrk_against(server, port, "/echo/x")?;
         let port = free_port()?;
         let (server, _dir) = start_nginx(port)?;
-        let nginx_rps = wrk_against(server, port, "/echo/x")?;
+        let (nginx_rps, nginx_us) = wrk_against(server, port, "/echo/x")?;
         println!(
-            "  prefork {prefork_rps:8.0}  nginx {nginx_rps:8.0}  ratio {:.2}",
+            "  prefork {prefork_rps:8.0}  nginx {nginx_rps:8.0}  ratio {:.2}   server CPU per \
+             request: prefork {prefork_us:.1} µs, nginx {nginx_us:.1} µs",
             prefork_rps / nginx_rps
         );
         demo.push(prefork_rps);
         nginx.push(nginx_rps);
+        demo_cpu.push(prefork_us);
+        nginx_cpu.push(nginx_us);
         ratios.push(prefork_rps / nginx_rps);
     }
     let ratio = measure::median(&ratios);
     println!("  median ratio prefork / nginx: {ratio:.2} (target >= {TARGET})");
     Ok(
         json!({ "wrk": WRK, "workers": WORKERS, "prefork_rps": demo, "nginx_rps": nginx,
-               "ratios": ratios, "ratio": ratio, "target": TARGET }),
+               "ratios": ratios, "ratio": ratio, "target": TARGET,
+               "prefork_cpu_us_per_request": demo_cpu, "nginx_cpu_us_per_request": nginx_cpu }),
     )
 }
 
 /// Waits until `server` answers on `port`, runs wrk against it, stops it; requests/s.
-fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<f64> {
+/// wrk against the server on `port`, then the server stopped: its requests/s, and the CPU
+/// time (user + system) its processes spent per request.
+fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<(f64, f64)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(
@@ -145,11 +152,13 @@ fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<f64> 
     }
     std::thread::sleep(Duration::from_millis(300)); // every worker ready
     let url = format!("http://127.0.0.1:{port}{path}");
+    let cpu_before = server_cpu_seconds(server.id());
     let output = Command::new("wrk")
         .args(WRK)
         .args(["-H", "Connection: close", &url])
         .output()
         .context("run wrk")?;
+    let cpu = server_cpu_seconds(server.id()) - cpu_before;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -157,10 +166,46 @@ fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<f64> 
     server.wait()?;
     let text = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(!text.contains("Non-2xx"), "wrk saw errors: {text}");
-    text.lines()
+    let rps: f64 = text
+        .lines()
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rps| rps.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+    // "  31064 requests in 3.00s, 4.09MB read"
+    let requests: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse())
+        })
+        .and_then(Result::ok)
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    Ok((rps, cpu / requests * 1e6))
+}
+
+/// The CPU seconds (user + system, /proc/<pid>/stat) a server's master `pid` and its
+/// children, the workers, have used so far.
+fn server_cpu_seconds(pid: u32) -> f64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        // After the command: field 3 (state) first; utime and stime are fields 14 and 15.
+        [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum()
+    };
+    let master = pid.to_string();
+    let pids = std::iter::once(master.as_str()).chain(children.split_whitespace());
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    pids.map(ticks).sum::<u64>() as f64 / per_second
 }
 
 /// nginx with a config of its own in a temp dir (removed when the guard drops).
