@@ -6,6 +6,8 @@
 //! and measured numbers are masked.
 //!
 //! `PROCLAB_TRANSCRIPTS=overwrite` rewrites each file the caller can run from a fresh run.
+//! A `$` line that says `--release` fails: the rerun uses the test's debug build, so the
+//! file would claim an optimized run it is not (the chapters' "Run it" keep `--release`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,7 @@ pub fn runnable(command: &str, binary: &dyn Fn(Target) -> Option<PathBuf>) -> Op
                 "--" => break,
                 "--bin" => target.bin = tokens.next(),
                 "-p" | "--package" => target.package = tokens.next(),
-                _ => {} // -q, --release: the test uses the binaries it has
+                _ => {} // -q; --release: the test uses the (debug) binaries it has
             }
         }
         assert!(
@@ -196,6 +198,14 @@ pub fn check_every_transcript(
                     let command = first.strip_prefix("$ ").unwrap_or_else(|| {
                         panic!("{}: first line is `$ <command>`", file.display())
                     });
+                    if command.contains("--release") {
+                        failures.lock().expect("failures").push(format!(
+                            "{}: `{command}` says --release, but this test reruns the debug \
+                             build: drop --release from the `$` line and regenerate the file",
+                            file.strip_prefix(root).unwrap_or(file).display()
+                        ));
+                        continue;
+                    }
                     let Some(script) = runnable(command, binary) else {
                         let left = (file.clone(), command.to_owned());
                         checked.lock().expect("checked").left.push(left);
