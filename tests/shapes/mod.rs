@@ -81,6 +81,20 @@ pub fn runnable(command: &str, binary: &dyn Fn(Target) -> Option<PathBuf>) -> Op
     Some(script)
 }
 
+/// Why a transcript's `command` cannot stand as written: a `--release` in it claims an
+/// optimized run, while this test reruns (and `just transcripts` writes) the debug build.
+pub fn claims_release(command: &str) -> Option<String> {
+    command
+        .split_whitespace()
+        .any(|token| token == "--release")
+        .then(|| {
+            format!(
+                "`{command}` says --release, but this test reruns the debug build: drop \
+                 --release from the `$` line and regenerate the file"
+            )
+        })
+}
+
 /// Runs `script` as a shell would, in `root`, stderr merged into stdout.
 fn run(root: &Path, command: &str, script: &str) -> String {
     let mut shell = Command::new("bash");
@@ -198,12 +212,10 @@ pub fn check_every_transcript(
                     let command = first.strip_prefix("$ ").unwrap_or_else(|| {
                         panic!("{}: first line is `$ <command>`", file.display())
                     });
-                    if command.contains("--release") {
-                        failures.lock().expect("failures").push(format!(
-                            "{}: `{command}` says --release, but this test reruns the debug \
-                             build: drop --release from the `$` line and regenerate the file",
-                            file.strip_prefix(root).unwrap_or(file).display()
-                        ));
+                    if let Some(why) = claims_release(command) {
+                        let file = file.strip_prefix(root).unwrap_or(file);
+                        let failure = format!("{}: {why}", file.display());
+                        failures.lock().expect("failures").push(failure);
                         continue;
                     }
                     let Some(script) = runnable(command, binary) else {
