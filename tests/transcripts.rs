@@ -11,13 +11,14 @@
 //! the package has one. `cargo test --test transcripts` at the root runs both.
 //!
 //! `just transcripts` (PROCLAB_TRANSCRIPTS=overwrite) rewrites every file from a fresh run.
+//! Both rerun the debug build, so a `$` line that says `--release` fails.
 
 mod shapes;
 mod util;
 
 use std::path::{Path, PathBuf};
 
-use shapes::{Target, differences, runnable, shape, shapes_by_process};
+use shapes::{Target, claims_release, differences, runnable, shape, shapes_by_process};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,6 +113,9 @@ fn shapes_mask_numbers_and_keep_each_process_in_order() {
         runnable("cargo run --bin zombie", &bin),
         Some("/t/zombie".to_owned())
     );
+    // A transcript is a debug run: one that says --release is refused.
+    assert!(claims_release("cargo run --release --bin pipe_bandwidth").is_some());
+    assert!(claims_release("cargo run -q --bin pipe_bandwidth -- --like-dd").is_none());
     // Another package's run is left to that package's tests.
     assert_eq!(
         runnable("cargo run -p mqtt_workers -- --no-ledger", &bin),

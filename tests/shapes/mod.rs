@@ -6,6 +6,8 @@
 //! and measured numbers are masked.
 //!
 //! `PROCLAB_TRANSCRIPTS=overwrite` rewrites each file the caller can run from a fresh run.
+//! A `$` line that says `--release` fails: the rerun uses the test's debug build, so the
+//! file would claim an optimized run it is not (the chapters' "Run it" keep `--release`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,7 @@ pub fn runnable(command: &str, binary: &dyn Fn(Target) -> Option<PathBuf>) -> Op
                 "--" => break,
                 "--bin" => target.bin = tokens.next(),
                 "-p" | "--package" => target.package = tokens.next(),
-                _ => {} // -q, --release: the test uses the binaries it has
+                _ => {} // -q; --release: the test uses the (debug) binaries it has
             }
         }
         assert!(
@@ -77,6 +79,20 @@ pub fn runnable(command: &str, binary: &dyn Fn(Target) -> Option<PathBuf>) -> Op
     }
     script.push_str(rest);
     Some(script)
+}
+
+/// Why a transcript's `command` cannot stand as written: a `--release` in it claims an
+/// optimized run, while this test reruns (and `just transcripts` writes) the debug build.
+pub fn claims_release(command: &str) -> Option<String> {
+    command
+        .split_whitespace()
+        .any(|token| token == "--release")
+        .then(|| {
+            format!(
+                "`{command}` says --release, but this test reruns the debug build: drop \
+                 --release from the `$` line and regenerate the file"
+            )
+        })
 }
 
 /// Runs `script` as a shell would, in `root`, stderr merged into stdout.
@@ -196,6 +212,12 @@ pub fn check_every_transcript(
                     let command = first.strip_prefix("$ ").unwrap_or_else(|| {
                         panic!("{}: first line is `$ <command>`", file.display())
                     });
+                    if let Some(why) = claims_release(command) {
+                        let file = file.strip_prefix(root).unwrap_or(file);
+                        let failure = format!("{}: {why}", file.display());
+                        failures.lock().expect("failures").push(failure);
+                        continue;
+                    }
                     let Some(script) = runnable(command, binary) else {
                         let left = (file.clone(), command.to_owned());
                         checked.lock().expect("checked").left.push(left);
