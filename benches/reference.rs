@@ -625,6 +625,15 @@ fn nice_figure(path: &Path, one: &Value, separate: &Value) -> anyhow::Result<()>
     sched_figure(path, &figure, &bars)
 }
 
+/// A y axis tick: whole numbers from 10 up ("10000", not "10000.0", which runs into the
+/// axis title).
+fn tick_label(value: &f64) -> String {
+    match *value {
+        v if v >= 10.0 || v == 0.0 => format!("{v:.0}"),
+        v => format!("{v}"),
+    }
+}
+
 fn plot_error(error: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing a figure: {error}")
 }
@@ -711,10 +720,7 @@ where
         .disable_x_mesh()
         .light_line_style(WHITE)
         .x_label_formatter(&|value| label(value).unwrap_or_default())
-        .y_label_formatter(&|value: &f64| match *value {
-            v if v >= 10.0 || v == 0.0 => format!("{v:.0}"),
-            v => format!("{v}"),
-        })
+        .y_label_formatter(&tick_label)
         .label_style(LABEL)
         .axis_desc_style(AXIS_TITLE)
         .y_desc(figure.y_axis)

@@ -43,6 +43,7 @@ const TARGET: f64 = 0.8;
 
 pub fn run(figures: &Path) -> anyhow::Result<()> {
     let mut results = serde_json::Map::new();
+    let load_start = super::load_average();
     for (name, meaning, load) in LOADS {
         println!("== prefork --self-test, {meaning}: requests/s, p99 ms (median of {RUNS})");
         let mut runs: Vec<Vec<Value>> = vec![Vec::new(); MODES.len()];
@@ -79,7 +80,8 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
     }
     let against_nginx = against_nginx()?;
     results.insert("nginx".into(), against_nginx.clone());
-    let machine = json!({ "cpus": measure::usable_cpus(), "kernel": super::kernel_release() });
+    let machine = json!({ "cpus": measure::usable_cpus(), "kernel": super::kernel_release(),
+                          "load_start": load_start, "load_end": super::load_average() });
     results.insert("machine".into(), machine);
     let results = Value::Object(results);
     self::figures(figures, &results)?;
@@ -87,7 +89,7 @@ pub fn run(figures: &Path) -> anyhow::Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")
         .with_context(|| format!("write {}", json_path.display()))?;
     println!(
-        "\nwrote {} and prefork_{{echo,mixed,nginx}}.svg",
+        "\nwrote {} and prefork_table.md, prefork_{{echo,mixed,nginx}}.svg beside it",
         json_path.display()
     );
     match against_nginx["ratio"].as_f64() {
@@ -315,16 +317,94 @@ pub fn figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
             Bar::of("prefork shared-accept", &numbers(&nginx["prefork_rps"])),
             Bar::of("nginx", &numbers(&nginx["nginx_rps"])),
         ];
+        let cpu = [
+            Bar::of(
+                "prefork shared-accept",
+                &numbers(&nginx["prefork_cpu_us_per_request"]),
+            ),
+            Bar::of("nginx", &numbers(&nginx["nginx_cpu_us_per_request"])),
+        ];
         let title = format!("wrk {}, Connection: close", WRK.join(" "));
         let server = format!("server ({WORKERS} workers each)");
-        draw(
-            &figures.join("prefork_nginx.svg"),
-            &title,
-            &server,
-            &[("requests/s", &bars[..])],
-        )?;
+        let mut panels = vec![("requests/s", &bars[..])];
+        if cpu.iter().all(|bar| bar.median.is_finite()) {
+            panels.push(("server CPU per request (µs)", &cpu[..])); // a prefork.json of before
+        }
+        draw(&figures.join("prefork_nginx.svg"), &title, &server, &panels)?;
     }
-    Ok(())
+    summary_table(figures, results)
+}
+
+/// `prefork_table.md`, which the chapter includes: every number its prose discusses,
+/// from the results, never typed.
+fn summary_table(figures: &Path, results: &Value) -> anyhow::Result<()> {
+    let numbers = |value: &Value| -> Vec<f64> {
+        let values = value.as_array().map(Vec::as_slice).unwrap_or_default();
+        values
+            .iter()
+            .map(|n| n.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let spread = |samples: &[f64], digits: usize| {
+        let (low, high) = (
+            measure::quantile(samples, 0.0),
+            measure::quantile(samples, 1.0),
+        );
+        let median = measure::median(samples);
+        format!("{median:.digits$} ({low:.digits$}–{high:.digits$})")
+    };
+    let mut table = format!(
+        "| load | dispatch | requests/s: median (min–max of {RUNS}) | p99 ms: median (min–max) |\n\
+         | --- | --- | --- | --- |\n"
+    );
+    for (name, meaning, _) in LOADS {
+        for mode in results[name]["modes"].as_array().context("modes")? {
+            let dispatch = mode["dispatch"].as_str().unwrap_or("?");
+            let (rps, p99) = (
+                numbers(&mode["rps_samples"]),
+                numbers(&mode["p99_ms_samples"]),
+            );
+            table += &format!(
+                "| {meaning} | {dispatch} | {} | {} |\n",
+                spread(&rps, 0),
+                spread(&p99, 2)
+            );
+        }
+    }
+    let nginx = &results["nginx"];
+    if nginx.get("skipped").is_none() {
+        table += &format!(
+            "\n| wrk {}, Connection: close | requests/s: median (min–max) | server CPU per request, µs |\n\
+             | --- | --- | --- |\n",
+            WRK.join(" ")
+        );
+        for (server, key) in [("prefork shared-accept", "prefork"), ("nginx", "nginx")] {
+            let rps = numbers(&nginx[format!("{key}_rps")]);
+            let cpu = numbers(&nginx[format!("{key}_cpu_us_per_request")]);
+            let cpu = if cpu.is_empty() {
+                "not measured".into()
+            } else {
+                spread(&cpu, 1)
+            };
+            table += &format!("| {server} | {} | {cpu} |\n", spread(&rps, 0));
+        }
+        let ratios = numbers(&nginx["ratios"]);
+        table += &format!(
+            "\nPaired ratio prefork / nginx: {} (median, min–max of {} pairs); target at least {TARGET}.\n",
+            spread(&ratios, 2),
+            ratios.len()
+        );
+    }
+    let machine = &results["machine"];
+    let load = |key: &str| machine[key].as_str().unwrap_or("?").to_owned();
+    table += &format!(
+        "\nCPUs {}, Linux {}; load average {} at the start of the run, {} at the end.\n",
+        machine["cpus"],
+        machine["kernel"].as_str().unwrap_or("?"),
+        load("load_start"),
+        load("load_end")
+    );
+    std::fs::write(figures.join("prefork_table.md"), table).context("write prefork_table.md")
 }
 
 /// One panel per (axis title, bars), one above the other (so the figure stays 700 px
@@ -338,7 +418,7 @@ fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> a
     let areas = root.split_evenly((panels.len(), 1));
     let color = RGBColor(120, 160, 210);
     for ((y_title, bars), area) in panels.iter().zip(&areas) {
-        let top = bars.iter().map(|bar| bar.max).fold(0.0, f64::max) * 1.25;
+        let top = bars.iter().map(|bar| bar.max).fold(0.0, f64::max) * 1.5; // room for the legend
         let mut chart = ChartBuilder::on(area)
             .margin(14)
             .x_label_area_size(40)
@@ -356,6 +436,7 @@ fn draw(path: &Path, title: &str, x_title: &str, panels: &[(&str, &[Bar])]) -> a
             .configure_mesh()
             .disable_x_mesh()
             .x_label_formatter(&label)
+            .y_label_formatter(&super::tick_label)
             .y_desc(*y_title)
             .x_desc(x_title)
             .label_style(super::LABEL)
