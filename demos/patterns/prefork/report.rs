@@ -28,7 +28,7 @@ pub struct Report {
     /// Requests still unanswered after every retry, or never sent once the client gave up.
     pub failed: u64,
     pub seconds: f64,
-    /// Answered requests per second.
+    /// Answered requests per second (one decimal below 10).
     pub rps: f64,
     /// Latency of answered requests, from the first attempt to the reply.
     pub p50_ms: f64,
