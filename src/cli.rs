@@ -70,14 +70,32 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// For a `fork` that failed with EAGAIN: which limit was hit, from the kernel's own
-/// numbers — the user's RLIMIT_NPROC, or the cgroup's `pids.max` (a container's limit).
+/// Which limit a failure hit, from the kernel's own numbers: for a `fork` that failed
+/// with EAGAIN, the user's RLIMIT_NPROC or the cgroup's `pids.max` (a container's limit);
+/// for any call that failed with EMFILE (out of descriptors), RLIMIT_NOFILE.
 ///
-/// # References: fork(2) ERRORS, getrlimit(2) RLIMIT_NPROC, cgroups(7) pids controller
+/// # References: fork(2) ERRORS, getrlimit(2) RLIMIT_NPROC and RLIMIT_NOFILE, errno(3)
+/// EMFILE, cgroups(7) pids controller
 fn limit_hint(error: &anyhow::Error) -> String {
-    let eagain = error
-        .chain()
-        .any(|cause| cause.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EAGAIN));
+    let failed_with = |errno: nix::errno::Errno| {
+        error.chain().any(|cause| {
+            cause.downcast_ref::<nix::errno::Errno>() == Some(&errno)
+                || cause
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|e| e.raw_os_error())
+                    == Some(errno as i32)
+        })
+    };
+    if failed_with(nix::errno::Errno::EMFILE) {
+        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE);
+        return match nofile {
+            Ok((soft, _)) => {
+                format!(" — RLIMIT_NOFILE allows {soft} open descriptors per process (ulimit -n)")
+            }
+            Err(_) => " — the open-descriptor limit was reached (ulimit -n)".to_owned(),
+        };
+    }
+    let eagain = failed_with(nix::errno::Errno::EAGAIN);
     if !eagain || !format!("{error:#}").contains("fork") {
         return String::new();
     }

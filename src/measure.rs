@@ -171,31 +171,71 @@ pub fn say_copy_vs_share(
     share: &[Round],
 ) {
     let rounds = pipe.len();
-    let median_seconds = |of: &[Round]| median(&Vec::from_iter(of.iter().map(|r| r.0)));
-    let (pipe_seconds, shared_seconds) = (median_seconds(pipe), median_seconds(share));
+    let seconds = |of: &[Round]| Vec::from_iter(of.iter().map(|r| r.0));
+    let (pipe_rounds, shared_rounds) = (seconds(pipe), seconds(share));
+    let (pipe_seconds, shared_seconds) = (median(&pipe_rounds), median(&shared_rounds));
     let speedup = pipe_seconds / shared_seconds; // above 1: sharing was faster
     let ((_, pipe_sum, pipe_faults), (_, shared_sum, shared_faults)) = (pipe[0], share[0]);
     let same = |sum: f64| sum.to_bits() == expected.to_bits(); // the same additions, in order
     let sums_equal = pipe.iter().chain(share).all(|round| same(round.1));
-    let verdict = match speedup >= 1.0 {
-        true => format!("shared memory was {speedup:.1}x faster"),
-        false => format!("the pipe was {:.1}x faster", 1.0 / speedup),
-    };
+    let (faster, verdict) = copy_vs_share_verdict(&pipe_rounds, &shared_rounds);
     event("summary")
         .fields(json!({
             "elements": elements, "bytes_copied": elements * 8, "rounds": rounds,
             "pipe_seconds": pipe_seconds, "shared_seconds": shared_seconds, "speedup": speedup,
-            "faster": if speedup >= 1.0 { "shared" } else { "pipe" }, "sums_equal": sums_equal,
+            "faster": faster, "sums_equal": sums_equal,
             "pipe_minor_faults": pipe_faults, "shared_minor_faults": shared_faults,
             "fill_minor_faults": fill_faults, "expected_sum": expected, "pipe_sum": pipe_sum,
             "shared_sum": shared_sum,
         }))
         .say(format!(
-            "summary: medians of {rounds} rounds: pipe {:.1} ms, shared {:.1} ms: {verdict}; \
+            "summary: medians of {rounds} rounds: pipe {} ms, shared {} ms: {verdict}; \
          sums equal: {sums_equal}",
-            pipe_seconds * 1e3,
-            shared_seconds * 1e3
+            milliseconds(pipe_seconds),
+            milliseconds(shared_seconds)
         ));
+}
+
+/// copy_vs_share's verdict from the seconds of each way's rounds: the faster way
+/// (`"pipe"`, `"shared"`, or `"neither"`) and the words. The two are "as fast" when their
+/// medians are within 5%, or when each median lies within the other way's rounds
+/// (fastest to slowest): a difference the rounds' own spread covers is no verdict.
+fn copy_vs_share_verdict(pipe: &[f64], shared: &[f64]) -> (&'static str, String) {
+    let (pipe_median, shared_median) = (median(pipe), median(shared));
+    let range = |of: &[f64]| (quantile(of, 0.0), quantile(of, 1.0));
+    let within = |value: f64, (fastest, slowest): (f64, f64)| (fastest..=slowest).contains(&value);
+    let speedup = pipe_median / shared_median; // above 1: sharing was faster
+    if (0.95..=1.05).contains(&speedup) {
+        return (
+            "neither",
+            "both ways were as fast (medians within 5%)".to_owned(),
+        );
+    }
+    if within(pipe_median, range(shared)) && within(shared_median, range(pipe)) {
+        let ((pipe_fastest, pipe_slowest), (shared_fastest, shared_slowest)) =
+            (range(pipe), range(shared));
+        return (
+            "neither",
+            format!(
+                "both ways were as fast (each median within the other's rounds: pipe {}–{} ms, \
+             shared {}–{} ms)",
+                milliseconds(pipe_fastest),
+                milliseconds(pipe_slowest),
+                milliseconds(shared_fastest),
+                milliseconds(shared_slowest)
+            ),
+        );
+    }
+    match speedup > 1.0 {
+        true => ("shared", format!("shared memory was {speedup:.1}x faster")),
+        false => ("pipe", format!("the pipe was {:.1}x faster", 1.0 / speedup)),
+    }
+}
+
+/// `seconds` in milliseconds for a summary: 3 decimals below 10 ms, else 1.
+fn milliseconds(seconds: f64) -> String {
+    let decimals = if seconds < 0.01 { 3 } else { 1 };
+    format!("{:.decimals$}", seconds * 1e3)
 }
 
 #[cfg(test)]
@@ -209,6 +249,35 @@ mod tests {
         assert_eq!(quantile(&samples, 0.99), 5.0);
         assert_eq!(quantile(&samples, 0.0), 1.0);
         assert!(median(&[]).is_nan());
+    }
+
+    /// Issue 15: copy_vs_share said "shared memory was 1.0x faster" when the two medians
+    /// were within a few per cent, or within the rounds' spread.
+    #[test]
+    fn two_ways_within_5_per_cent_or_within_their_spread_are_as_fast() {
+        let ms = |values: [f64; 5]| values.map(|v| v / 1e3);
+        let verdict = |pipe, shared| copy_vs_share_verdict(&ms(pipe), &ms(shared));
+        let (faster, words) = verdict([1.0, 1.0, 1.04, 1.1, 1.2], [1.0; 5]);
+        assert_eq!(
+            (faster, words.as_str()),
+            ("neither", "both ways were as fast (medians within 5%)")
+        );
+        let (faster, words) = verdict([0.1, 0.2, 0.3, 0.4, 0.5], [0.15, 0.2, 0.22, 0.5, 0.6]);
+        assert_eq!(faster, "neither", "{words}");
+        assert!(
+            words.contains("pipe 0.100–0.500 ms, shared 0.150–0.600 ms"),
+            "{words}"
+        );
+        let (faster, words) = verdict([5.0, 5.0, 5.1, 5.2, 6.0], [1.0, 1.0, 1.1, 1.2, 9.0]);
+        assert_eq!(
+            (faster, words.as_str()),
+            ("shared", "shared memory was 4.6x faster")
+        );
+        let (faster, words) = verdict([1.0, 1.1, 1.1, 1.2, 1.3], [1.2, 1.3, 1.3, 1.4, 1.5]);
+        assert_eq!(
+            (faster, words.as_str()),
+            ("pipe", "the pipe was 1.2x faster")
+        );
     }
 
     #[test]

@@ -265,10 +265,15 @@ pub fn say_opened_within_limits(name: &str, capacity: i64, size: usize) {
 }
 
 /// Narrates mq_full's `producer_state`: what /proc said of a producer once the queue was
-/// full (its state, and `place`, the kernel function it sleeps in, from wchan).
+/// full (its state, and `place`, the kernel function it sleeps in, from wchan). A task that
+/// is not asleep has no wait channel (wchan reads `0`): the line then names none.
 pub fn say_producer_state(producer: i32, state: char, place: &str) {
+    let channel = match place {
+        "" | "0" => String::new(), // running (or runnable): it waits for nothing
+        place => format!(" (wchan {place})"),
+    };
     let said = format!(
-        "kernel says producer {producer} is {state} ({}) (wchan {place})",
+        "kernel says producer {producer} is {state} ({}){channel}",
         crate::inspect::state_word(state)
     );
     let observed = json!({"producer": producer, "state": state.to_string(), "wchan": place});

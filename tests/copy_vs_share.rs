@@ -105,9 +105,27 @@ fn round_seconds(events: &[serde_json::Value], way: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Whether the summary must call the two ways as fast: medians within 5%, or each median
+/// within the other way's rounds (fastest to slowest).
+fn as_fast(pipe: &[f64], shared: &[f64]) -> bool {
+    let sorted = |of: &[f64]| {
+        let mut sorted = of.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    };
+    let (pipe, shared) = (sorted(pipe), sorted(shared));
+    let median = |of: &[f64]| of[(of.len() - 1) / 2];
+    let within = |value: f64, of: &[f64]| of[0] <= value && value <= of[of.len() - 1];
+    let ratio = median(&pipe) / median(&shared);
+    (0.95..=1.05).contains(&ratio)
+        || (within(median(&pipe), &shared) && within(median(&shared), &pipe))
+}
+
 /// Issue 15: the summary said "shared is 0.6x faster" (or 0.0x) when sharing was slower,
-/// from one run. It now compares the medians of 5 rounds and names the faster way, by a
-/// factor of at least 1. At 1000 elements either way may win.
+/// from one run; then "shared memory was 1.0x faster" when the two were within a few per
+/// cent. It now compares the medians of 5 rounds and names the faster way, by a factor
+/// above 1.05, or says both were as fast (within 5%, or within the rounds' spread). At
+/// 1000 elements either may come out.
 #[test]
 fn the_summary_names_the_faster_way_from_the_medians_of_five_rounds() {
     for _ in 0..3 {
@@ -125,7 +143,15 @@ fn the_summary_names_the_faster_way_from_the_medians_of_five_rounds() {
             );
         }
         let speedup = summary["speedup"].as_f64().expect("speedup");
-        let faster = if speedup >= 1.0 { "shared" } else { "pipe" };
+        let (pipe, shared) = (
+            round_seconds(&events, "pipe"),
+            round_seconds(&events, "shared"),
+        );
+        let faster = match as_fast(&pipe, &shared) {
+            true => "neither",
+            false if speedup > 1.0 => "shared",
+            false => "pipe",
+        };
         assert_eq!(summary["faster"], faster, "{summary}");
     }
     for _ in 0..3 {
@@ -139,12 +165,15 @@ fn the_summary_names_the_faster_way_from_the_medians_of_five_rounds() {
         let (pipe_ms, shared_ms) = times.split_once(" ms, shared ").expect(line);
         let (pipe_ms, shared_ms): (f64, f64) =
             (pipe_ms.parse().expect(line), shared_ms.parse().expect(line));
+        if verdict.starts_with("both ways were as fast (") {
+            continue; // the JSON runs above check when that is said
+        }
         let (winner, factor) = verdict
             .split_once(" was ")
             .and_then(|(winner, rest)| Some((winner, rest.split_once("x faster")?.0)))
             .expect(line);
         let factor: f64 = factor.parse().expect(line);
-        assert!(factor >= 1.0, "{line}");
+        assert!(factor > 1.05, "{line}: within 5% is as fast");
         match winner {
             "shared memory" => assert!(shared_ms <= pipe_ms + 0.05, "{line}"),
             "the pipe" => assert!(pipe_ms <= shared_ms + 0.05, "{line}"),

@@ -10,11 +10,18 @@
 //! Its own process (`harness = false`), so that it may be the *subreaper* of everything it
 //! starts: orphans of a killed program come to it, and it can see them.
 //!
+//! A program's IPC objects are found by the pids in their names (`.<pid>.`): those of the
+//! leader, of the members still alive, and of every process seen in the trial (its
+//! descendants, looked at every few milliseconds while it runs). A backstop that no name
+//! escapes follows the grid: every proclab-named entry of /dev/shm, /dev/mqueue and /tmp
+//! that is new since the grid began and still there once its creator (the pid in its
+//! name) has ended fails the grid, whichever trial made it.
+//!
 //! `cargo test --test faults` runs one trial per program and fault with a fixed seed;
 //! `PROCLAB_FAULT_TRIALS=25 PROCLAB_FAULT_SEED=7 cargo test --release --test faults` a
 //! long run; `PROCLAB_FAULT_PROGRAMS=fifo,mqueue` only those programs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -146,6 +153,8 @@ struct Trial {
 struct Active {
     trial: Trial,
     leader: i32,
+    /// Every process of the trial seen so far: the leader's descendants, and members.
+    seen: BTreeSet<i32>,
     started: Instant,
     faulted: Option<Instant>,
     ended: Option<(Instant, ExitStatus)>,
@@ -160,6 +169,8 @@ fn main() {
     assert_eq!(result, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
 
     let scratch = std::env::temp_dir().join(format!("proclab-faults.{}", std::process::id()));
+    let before = proclab_entries(); // for the backstop
+    let mut seen_in: HashMap<i32, String> = HashMap::new(); // pid -> the trial it was seen in
     let mut random = XorShift(seed.max(1));
     let mut queue = Vec::new();
     for round in 0..trials_each {
@@ -194,6 +205,11 @@ fn main() {
         while index < active.len() {
             if let Some(left) = step(&mut active[index], &mut statuses) {
                 let done = active.swap_remove(index);
+                let what = format!(
+                    "{} {:?} at {:?}",
+                    done.trial.program, done.trial.fault, done.trial.delay
+                );
+                seen_in.extend(done.seen.iter().map(|&pid| (pid, what.clone())));
                 let entry = results
                     .entry((done.trial.program, done.trial.fault))
                     .or_default();
@@ -235,7 +251,15 @@ fn main() {
     }
     let passed = results.len() - failed;
     println!("\nfault grid: {passed} passed, {failed} failed");
-    if failed > 0 {
+    let missed = backstop(&before, &seen_in);
+    for line in &missed {
+        println!("  backstop: {line}");
+    }
+    println!(
+        "backstop: {} IPC objects or directories left that the trials did not see",
+        missed.len()
+    );
+    if failed > 0 || !missed.is_empty() {
         std::process::exit(1);
     }
 }
@@ -277,6 +301,7 @@ fn start(trial: Trial) -> Active {
         .unwrap_or_else(|error| panic!("start {}: {error}", trial.program));
     Active {
         leader: child.id() as i32,
+        seen: BTreeSet::from([child.id() as i32]),
         trial,
         started: Instant::now(),
         faulted: None,
@@ -301,10 +326,16 @@ fn reap_all(statuses: &mut HashMap<i32, ExitStatus>) {
 /// Advances one trial; returns what it left once it is over.
 fn step(run: &mut Active, statuses: &mut HashMap<i32, ExitStatus>) -> Option<Left> {
     let now = Instant::now();
-    if run.ended.is_none()
-        && let Some(status) = statuses.remove(&run.leader)
-    {
-        run.ended = Some((now, status));
+    if run.ended.is_none() {
+        let mut descendants = vec![run.leader];
+        while let Some(pid) = descendants.pop() {
+            let children = children_of(pid);
+            run.seen.extend(&children);
+            descendants.extend(children);
+        }
+        if let Some(status) = statuses.remove(&run.leader) {
+            run.ended = Some((now, status));
+        }
     }
     if run.faulted.is_none() && (now >= run.started + run.trial.delay || run.ended.is_some()) {
         if run.ended.is_none() {
@@ -322,6 +353,7 @@ fn step(run: &mut Active, statuses: &mut HashMap<i32, ExitStatus>) -> Option<Lef
         None => None,
         Some((ended, _)) => {
             let group_alive = members(run.leader, &run.trial.dir.join("tmp"));
+            run.seen.extend(group_alive.iter().map(|&(pid, _)| pid));
             if !group_alive.is_empty() && now < ended + GRACE {
                 return None; // children still dying (parent-death signal, cleanup)
             }
@@ -437,7 +469,7 @@ fn inspect(run: &Active, group_alive: &[(i32, char)]) -> Left {
     if !group_alive.is_empty() {
         kill_members(run);
     }
-    let mut pids: Vec<i32> = vec![run.leader];
+    let mut pids: Vec<i32> = run.seen.iter().copied().collect(); // the leader among them
     pids.extend(group_alive.iter().map(|&(pid, _)| pid));
     for dir in ["/dev/shm", "/dev/mqueue"] {
         for name in ipc_names_of(dir, &pids) {
@@ -458,4 +490,81 @@ fn inspect(run: &Active, group_alive: &[(i32, char)]) -> Left {
         left.details.push(format!("{what}: {line}"));
     }
     left
+}
+
+/// The directories the backstop looks in: POSIX shared memory, POSIX queues, and the
+/// temporary directory the programs would use without the trials' own TMPDIR.
+fn backstop_dirs() -> Vec<PathBuf> {
+    let dirs = ["/dev/shm", "/dev/mqueue"].map(PathBuf::from);
+    dirs.into_iter().chain([std::env::temp_dir()]).collect()
+}
+
+/// Every entry named `proclab.…` in the backstop's directories now, as (directory, name).
+fn proclab_entries() -> BTreeSet<(PathBuf, String)> {
+    let mut entries = BTreeSet::new();
+    for dir in backstop_dirs() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(name) = entry.file_name().into_string()
+                && name.starts_with("proclab.")
+            {
+                entries.insert((dir.clone(), name));
+            }
+        }
+    }
+    entries
+}
+
+/// The pid in a project name, `proclab.<uid>.<pid>.<digits>` (None for mkdtemp's
+/// `proclab.<uid>.XXXXXX`).
+fn creator(name: &str) -> Option<i32> {
+    let mut parts = name.split('.');
+    let pid = parts.nth(2)?.parse().ok()?;
+    parts.next()?; // the random digits after it
+    Some(pid)
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
+}
+
+/// The backstop: the entries new since `before` that are still there GRACE after they were
+/// first found, whose creator has ended — left behind, whichever process made them. (Other
+/// runs of the project on this machine may make entries meanwhile: one whose creator still
+/// runs is not left yet; a /tmp name without a pid is left to the trials' own TMPDIR
+/// check.) Each one is described (with the trial whose process its pid was, if one was
+/// seen) and removed.
+fn backstop(before: &BTreeSet<(PathBuf, String)>, seen_in: &HashMap<i32, String>) -> Vec<String> {
+    let tmp = std::env::temp_dir();
+    let new = || {
+        let now = proclab_entries();
+        let left = now
+            .difference(before)
+            .filter(|(dir, name)| match creator(name) {
+                Some(pid) => !alive(pid),
+                None => *dir != tmp,
+            });
+        left.cloned().collect::<BTreeSet<_>>()
+    };
+    let first = new();
+    if first.is_empty() {
+        return Vec::new();
+    }
+    std::thread::sleep(GRACE); // a guard process may be removing it
+    let still: Vec<_> = new().intersection(&first).cloned().collect();
+    still
+        .into_iter()
+        .map(|(dir, name)| {
+            let path = dir.join(&name);
+            let by = creator(&name).map(|pid| match seen_in.get(&pid) {
+                Some(what) => format!(", named after pid {pid} of {what}"),
+                None => format!(", named after pid {pid}, seen in no trial"),
+            });
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            format!("left {}{}", path.display(), by.unwrap_or_default())
+        })
+        .collect()
 }

@@ -325,6 +325,64 @@ fn a_tmpdir_behind_a_symlink_still_meets_at_once_and_removes_while_open() {
     );
 }
 
+/// The run's CPU time (user + system, in seconds) as `times` in bash reads it from the
+/// kernel (the rusage of waited-for children: the demo, fifo_reader and fifo_writer), and
+/// the run's stdout before it.
+fn output_and_cpu_seconds(mut bash: assert_cmd::Command) -> (String, f64) {
+    let output = bash.timeout(Duration::from_secs(20)).assert().success();
+    let text = String::from_utf8_lossy(&output.get_output().stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let (timeline, times) = lines.split_at(lines.len().saturating_sub(2)); // the shell's, its children's
+    let children = times.last().expect(&text);
+    let seconds = |field: &str| -> f64 {
+        let (minutes, seconds) = field.trim_end_matches('s').split_once('m').expect(field);
+        minutes.parse::<f64>().expect(field) * 60.0 + seconds.parse::<f64>().expect(field)
+    };
+    let cpu = children.split_whitespace().map(seconds).sum();
+    (timeline.join("\n"), cpu)
+}
+
+/// Issue 16 item 7: an empty or relative TMPDIR put the FIFO's directory in the current
+/// directory. Now it is ignored, as `mkdtemp` users do: the directory is made under /tmp,
+/// nothing appears in the current directory (even where the relative TMPDIR exists), and
+/// nothing is left under /tmp; the rendezvous is seen at once, without busy-waiting.
+#[test]
+fn a_relative_or_empty_tmpdir_makes_the_directory_under_tmp_not_here() {
+    for tmpdir in ["relative", ""] {
+        let scratch = Scratch::new(&format!("fifo-tmpdir-{}", tmpdir.len()));
+        std::fs::create_dir(scratch.0.join("relative")).expect("the relative TMPDIR exists");
+        let mut bash = assert_cmd::Command::new("bash");
+        bash.args([
+            "-c",
+            "\"$0\" --json; times",
+            &cargo_bin!("fifo").to_string_lossy(),
+        ]);
+        bash.current_dir(&scratch.0).env("TMPDIR", tmpdir);
+        let started = std::time::Instant::now();
+        let (timeline, cpu) = output_and_cpu_seconds(bash);
+        let wall = started.elapsed();
+        let events = events(timeline.as_bytes());
+        let path = Path::new(summary(&events)["path"].as_str().expect("path")).to_owned();
+        let dir = path.parent().expect("the private directory");
+        assert_eq!(
+            dir.parent(),
+            Some(Path::new("/tmp")),
+            "TMPDIR={tmpdir:?}: {path:?}"
+        );
+        assert!(!dir.exists(), "TMPDIR={tmpdir:?}: {dir:?} left under /tmp");
+        let here = |dir: &Path| std::fs::read_dir(dir).expect("read").count();
+        assert_eq!(
+            here(&scratch.0),
+            1,
+            "TMPDIR={tmpdir:?}: only `relative` here"
+        );
+        assert_eq!(here(&scratch.0.join("relative")), 0, "TMPDIR={tmpdir:?}");
+        // The default run takes about 0.3 s, mostly asleep; a busy-poll took 10 s of CPU.
+        assert!(wall < Duration::from_secs(3), "TMPDIR={tmpdir:?}: {wall:?}");
+        assert!(cpu < 0.5, "TMPDIR={tmpdir:?}: {cpu} s of CPU");
+    }
+}
+
 /// Issue 16 item 8: the error names the real range.
 #[test]
 fn a_delay_out_of_range_names_the_range() {

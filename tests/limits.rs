@@ -1,6 +1,7 @@
 //! Resource limits (issue 16 items 6 and 8): under `prlimit --nofile=32` a demo still runs,
 //! its self-pipe kept below the limit; when `fork` fails with EAGAIN because of
-//! RLIMIT_NPROC, the one-line error names that limit, and nothing is left behind.
+//! RLIMIT_NPROC, or a demo runs out of descriptors (EMFILE), the one-line error names that
+//! limit, and nothing is left behind.
 //!
 //! The limits are set in the demo's process only (`setrlimit` in a `pre_exec` of its
 //! `Command`, after fork, before exec): this test process keeps its own; the demo runs
@@ -129,6 +130,45 @@ fn under_32_descriptors_sigchld_reaps_every_child() {
     let children = pids_in(&events[0]["pids"]);
     assert_eq!(events[0]["event"], "forked");
     assert_eq!(children.len(), 20, "{events:#?}");
+    for child in children {
+        assert_eq!(proc_state(child), None, "{child} is left behind");
+    }
+}
+
+/// Issue 16 item 6: below RLIMIT_NOFILE a demo that needs a descriptor per child said only
+/// "pidfd_open(N): EMFILE: Too many open files"; the line now names the limit and its
+/// value, and the children forked before are reaped.
+#[test]
+fn out_of_descriptors_the_error_names_rlimit_nofile_and_leaves_nothing() {
+    let mut command = limited(cargo_bin!("sigchld_pidfd"), libc::RLIMIT_NOFILE, NOFILE);
+    let output = command
+        .args(["--json", "--children", "100"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("the demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{:?}: {stderr}",
+        output.status
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("sigchld_pidfd: error: pidfd_open("),
+        "{stderr}"
+    );
+    let hint = format!(
+        ": EMFILE: Too many open files — RLIMIT_NOFILE allows {NOFILE} open descriptors per \
+         process (ulimit -n)\n"
+    );
+    assert!(stderr.ends_with(&hint), "{stderr}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let first = text.lines().next().expect("the forked event");
+    let forked: Value = serde_json::from_str(first).expect("a JSON line");
+    assert_eq!(forked["event"], "forked", "{first}");
+    let children = pids_in(&forked["pids"]);
+    assert_eq!(children.len(), 100, "{first}");
     for child in children {
         assert_eq!(proc_state(child), None, "{child} is left behind");
     }

@@ -82,6 +82,25 @@ fn nonblocking_sends_see_eagain_and_still_deliver_everything() {
     assert_queue_gone(&events);
 }
 
+/// Issue 15: the nonblocking line said "R (running) (wchan 0)"; a running task waits in no
+/// channel, so the line names one only for a sleeper (the blocking run's `wq_sleep`…).
+#[test]
+fn the_state_line_names_a_wait_channel_only_for_a_sleeping_producer() {
+    for (args, sleeping) in [
+        (&["--max-messages", "1", "--nonblocking"][..], false),
+        (&[], true),
+    ] {
+        let output = run(demo(), args).success();
+        let text = String::from_utf8_lossy(&output.get_output().stdout).into_owned();
+        let line = text.lines().find(|l| l.contains("kernel says producer"));
+        let line = line.expect("a producer_state line");
+        assert!(!line.contains("wchan 0"), "{line}");
+        let asleep = line.contains(" is S (sleeping) (wchan ");
+        let running = line.ends_with(" is R (running)");
+        assert!(if sleeping { asleep } else { running }, "{line}");
+    }
+}
+
 /// A limit as the test reads it from /proc/sys/fs/mqueue.
 fn limit(file: &str) -> i64 {
     let path = format!("/proc/sys/fs/mqueue/{file}");

@@ -636,6 +636,57 @@ fn the_client_fails_when_nobody_answers() {
     assert_eq!(report["refused"], 8, "{report}");
 }
 
+/// Issue 15: with nothing answered the client said "0 requests/s, latency p50 0.000 ms,
+/// p99 0.000 ms"; and 1 request in 4.9 s was "0 requests/s". It now says that no request
+/// was answered, and a rate below 10/s has a decimal, in the JSON and in the text.
+#[test]
+fn the_client_reports_no_statistics_of_nothing_and_slow_rates_with_a_decimal() {
+    let free = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("address").port().to_string();
+    drop(free);
+    let args = [
+        "client",
+        "--port",
+        &port,
+        "--requests",
+        "4",
+        "--retries",
+        "1",
+    ];
+    let output = run(demo(), &args).code(1);
+    let text = String::from_utf8_lossy(&output.get_output().stdout).into_owned();
+    let line = text.lines().last().expect("the client's summary");
+    assert!(line.contains("; no request was answered; "), "{line}");
+    assert!(
+        !line.contains("requests/s") && !line.contains("p50"),
+        "{line}"
+    );
+    // 2 requests of 300 ms, one at a time: about 3 per second, not 0 or 3.
+    let args = [
+        "--self-test",
+        "--workers",
+        "1",
+        "--connections",
+        "1",
+        "--requests",
+        "2",
+    ];
+    let args = [&args[..], &["--slow-ms", "300"]].concat();
+    let output = run(demo(), &args).success();
+    let text = String::from_utf8_lossy(&output.get_output().stdout).into_owned();
+    let client = summary(&run_json(demo(), &args))["client"].clone();
+    let rps = client["rps"].as_f64().expect("rps");
+    let exact = 2.0 / client["seconds"].as_f64().expect("seconds");
+    assert!((rps - exact).abs() <= 0.05 && rps < 10.0, "{client}");
+    let rates = text.lines().filter(|line| line.contains(" requests/s, "));
+    for line in rates.collect::<Vec<_>>() {
+        let (before, _) = line.split_once(" requests/s, ").expect(line);
+        let rate = before.rsplit_once("; ").expect(line).1;
+        assert!(rate.contains('.') && rate != "0.0", "{line}");
+    }
+    assert_eq!(text.matches(" requests/s, ").count(), 2, "{text}");
+}
+
 #[test]
 fn help_and_bad_arguments() {
     run(demo(), &["--help"])

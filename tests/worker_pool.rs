@@ -233,14 +233,46 @@ fn dynamic_beats_static_on_uneven_tasks() {
             "--compare",
         ],
     );
-    let (first, summary) = (find(&events, "run"), summary(&events));
-    assert_every_task_once(first, 200);
-    assert_every_task_once(summary, 200);
-    assert_eq!(first["distribution"], "dynamic");
-    assert_eq!(summary["distribution"], "static");
-    let dynamic = summary["dynamic_seconds"].as_f64().expect("seconds");
-    let fixed = summary["static_seconds"].as_f64().expect("seconds");
-    assert_eq!(first["seconds"], summary["dynamic_seconds"]);
+    // Issue 15: from more than one run: dynamic, static, … 3 times each, in turn (5 `run`
+    // events, then the summary: the last static run), and the medians compared.
+    let runs: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "run").collect();
+    let summary = summary(&events);
+    let all = runs.iter().copied().chain([summary]);
+    let distributions: Vec<&str> = all
+        .clone()
+        .map(|r| r["distribution"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(
+        distributions,
+        [
+            "dynamic", "static", "dynamic", "static", "dynamic", "static"
+        ]
+    );
+    all.clone().for_each(|run| assert_every_task_once(run, 200));
+    let seconds = |way: &str| {
+        let runs = all.clone().filter(|r| r["distribution"] == way);
+        let mut seconds: Vec<f64> = runs
+            .map(|r| r["seconds"].as_f64().expect("seconds"))
+            .collect();
+        assert_eq!(
+            summary[format!("{way}_runs")],
+            serde_json::json!(seconds),
+            "{summary}"
+        );
+        seconds.sort_by(f64::total_cmp);
+        seconds[1] // the median of 3
+    };
+    let (dynamic, fixed) = (seconds("dynamic"), seconds("static"));
+    assert_eq!(
+        summary["dynamic_seconds"].as_f64(),
+        Some(dynamic),
+        "the median"
+    );
+    assert_eq!(
+        summary["static_seconds"].as_f64(),
+        Some(fixed),
+        "the median"
+    );
     assert!(dynamic < 0.6 * fixed, "dynamic {dynamic}s, static {fixed}s");
     // Static: one block of T/W tasks per worker, the slow ones all in worker 0's.
     assert_eq!(summary["per_worker"], serde_json::json!([50, 50, 50, 50]));
@@ -599,7 +631,7 @@ fn every_help_example_shows_what_it_promises() {
                 assert!(kills(&events) >= 1, "no worker was killed");
                 assert!(summary(&events)["respawns"].as_u64() >= Some(1));
             }
-            "worker_pool --task-cost uneven --compare" => {
+            "worker_pool --tasks 200 --task-cost uneven --compare" => {
                 let events = run_json(demo(), &args);
                 let summary = summary(&events);
                 let dynamic = summary["dynamic_seconds"].as_f64().expect("seconds");
@@ -673,10 +705,25 @@ fn compare_says_which_distribution_was_faster_and_by_how_much() {
     )
     .success();
     let text = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    for n in 1..=5 {
+        assert!(
+            text.contains(&format!("] run {n} of 6: 200 of 200 tasks")),
+            "{text}"
+        );
+    }
+    // "…; medians of 3 runs each, in turn: dynamic 0.299s (0.296–0.299), static 1.012s
+    // (1.011–1.016): dynamic was 3.4× faster": the ratio is that of the medians.
     let verdict = text.lines().last().unwrap_or_default();
-    let times = verdict
-        .split_once("× faster")
-        .and_then(|(before, _)| before.rsplit_once("dynamic was "))
-        .and_then(|(_, ratio)| ratio.parse::<f64>().ok());
-    assert!(times.is_some_and(|ratio| ratio > 2.0), "{verdict}");
+    let number = |text: &str| text.parse::<f64>().expect(verdict);
+    let (_, medians) = verdict
+        .split_once("; medians of 3 runs each, in turn: dynamic ")
+        .expect(verdict);
+    let (dynamic, rest) = medians.split_once("s (").expect(verdict);
+    let (_, rest) = rest.split_once("), static ").expect(verdict);
+    let (fixed, rest) = rest.split_once("s (").expect(verdict);
+    let (_, rest) = rest.split_once("): dynamic was ").expect(verdict);
+    let ratio = number(rest.strip_suffix("× faster").expect(verdict));
+    assert!(ratio > 2.0, "{verdict}");
+    let medians_ratio = number(fixed) / number(dynamic);
+    assert!((ratio - medians_ratio).abs() < 0.06, "{verdict}");
 }

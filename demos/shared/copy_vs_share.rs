@@ -5,7 +5,7 @@
 //! paying a minor page fault per page (or per 16 pages) on first touch.
 //! Run:     cargo run --bin copy_vs_share            (--release for meaningful times)
 //! Observe: both sums equal the parent's; the summary says which way was faster, and by
-//!          how much, from the medians of 5 rounds.
+//!          how much, from the medians of 5 rounds (or that both were as fast).
 //! Book:    book/src/shared/copy_vs_share.md
 
 use std::process::ExitCode;

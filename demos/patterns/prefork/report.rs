@@ -28,7 +28,7 @@ pub struct Report {
     /// Requests still unanswered after every retry, or never sent once the client gave up.
     pub failed: u64,
     pub seconds: f64,
-    /// Answered requests per second.
+    /// Answered requests per second (one decimal below 10).
     pub rps: f64,
     /// Latency of answered requests, from the first attempt to the reply.
     pub p50_ms: f64,
@@ -91,7 +91,12 @@ pub fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64
         }
     }
     let round = |value: f64| (value * 1000.0).round() / 1000.0;
-    report.rps = (report.ok as f64 / seconds).round();
+    let rate = report.ok as f64 / seconds;
+    report.rps = if rate < 10.0 {
+        (rate * 10.0).round() / 10.0
+    } else {
+        rate.round()
+    };
     if !latencies.is_empty() {
         report.p50_ms = round(quantile(&latencies, 0.5));
         report.p99_ms = round(quantile(&latencies, 0.99));
@@ -103,8 +108,8 @@ pub fn account(load: &Load, results_per_thread: Vec<ThreadResults>, seconds: f64
 /// The account in one sentence, for the timeline.
 pub fn text(report: &Report) -> String {
     let mut text = format!(
-        "{}, {} ok, {} ({} refused), {} mismatched, {} failed in {:.3} s; \
-         {:.0} requests/s, latency p50 {:.3} ms, p99 {:.3} ms; replies per worker {:?}",
+        "{}, {} ok, {} ({} refused), {} mismatched, {} failed in {:.3} s; {}; \
+         replies per worker {:?}",
         counted(report.requests, "request"),
         report.ok,
         counted(report.errors, "error"),
@@ -112,9 +117,7 @@ pub fn text(report: &Report) -> String {
         report.mismatched,
         report.failed,
         report.seconds,
-        report.rps,
-        report.p50_ms,
-        report.p99_ms,
+        speed(report, "latency "),
         report.per_worker
     );
     if report.idle_dropped > 0 {
@@ -127,4 +130,18 @@ pub fn text(report: &Report) -> String {
         text += "; no connection got through for 2 s: gave up";
     }
     text
+}
+
+/// Requests/s and the latency quantiles (after `latency`: "latency " or ""), or, when no
+/// request was answered, that none was: no statistics of nothing. Below 10/s the rate has
+/// a decimal (1 request in 4.9 s is 0.2/s, not 0).
+pub fn speed(report: &Report, latency: &str) -> String {
+    if report.ok == 0 {
+        return "no request was answered".to_owned();
+    }
+    let decimals = if report.rps < 10.0 { 1 } else { 0 };
+    format!(
+        "{:.decimals$} requests/s, {latency}p50 {:.3} ms, p99 {:.3} ms",
+        report.rps, report.p50_ms, report.p99_ms
+    )
 }

@@ -95,15 +95,12 @@ impl Master<'_> {
         let report = &self.self_test.report;
         if let Some(report) = report {
             text += &format!(
-                "  client: {}, {} ok, {}, {} mismatched; {:.0} requests/s, \
-                 p50 {:.3} ms, p99 {:.3} ms",
+                "  client: {}, {} ok, {}, {} mismatched; {}",
                 counted(report.requests, "request"),
                 report.ok,
                 counted(report.errors, "error"),
                 report.mismatched,
-                report.rps,
-                report.p50_ms,
-                report.p99_ms
+                crate::report::speed(report, "")
             );
         }
         event("summary")

@@ -10,6 +10,7 @@
 //! Observe: completed = tasks and no duplicate accepted, however many workers die.
 //! Book:    book/src/patterns/worker_pool.md
 
+mod compare; // --compare: dynamic and static runs in turn, their medians compared
 mod failures; // a worker dies, hangs or crashes at start: reap, re-queue, respawn
 mod master; // what the master knows of its workers and tasks
 mod options; // the command line
@@ -146,13 +147,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if !args.compare {
         return run_pool(args.distribution, Account::Summary).map(drop);
     }
-    // The first run's account is a `run` event; the second's is the summary, with both
-    // times.
-    let dynamic = run_pool(Distribution::Dynamic, Account::Run)?;
-    if signals::stop_requested().is_none() {
-        run_pool(Distribution::Static, Account::Compared(dynamic))?;
-    }
-    Ok(())
+    compare::compare(run_pool) // dynamic, static, dynamic…: their medians compared
 }
 
 /// One run of the pool, from the first fork to the last worker reaped: its seconds.

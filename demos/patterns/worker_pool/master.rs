@@ -19,6 +19,7 @@ use proclab::child::Ending;
 use proclab::record::{Decoder, Ledger};
 use serde::Serialize;
 
+use crate::compare;
 use crate::options::{Args, Distribution};
 use crate::supervisor::{Supervised, Supervisor};
 use crate::tasks;
@@ -120,12 +121,13 @@ pub struct Served {
 /// How a run of the pool reports its account.
 #[derive(Clone, Copy)]
 pub enum Account {
-    /// As a `run` event: --compare's first run.
-    Run,
+    /// As a `run` event: --compare's runs before the last (their number, from 1).
+    Run(usize),
     /// As the summary.
     Summary,
-    /// As the summary, with the dynamic run's time (seconds) beside this static one's.
-    Compared(f64),
+    /// As the summary of --compare's last (static) run: the dynamic runs' seconds and the
+    /// static ones' before this one.
+    Compared([f64; compare::RUNS], [f64; compare::RUNS - 1]),
 }
 
 impl<'a> Master<'a> {

@@ -24,7 +24,7 @@ use serde::Serialize;
 #[command(
     after_help = "Examples:\n  worker_pool\n  worker_pool --workers 4 --tasks 1000\n  \
                         worker_pool --task-cost uniform --kill-worker-every 50\n  \
-                        worker_pool --task-cost uneven --compare\n  \
+                        worker_pool --tasks 200 --task-cost uneven --compare\n  \
                         worker_pool --hang-task 7 --timeout 0.5 --retries 1\n  \
                         worker_pool --crash-at-start\n  \
                         worker_pool --map-reduce"
@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Cost::None)]
     pub task_cost: Cost,
 
-    /// Run twice, dynamic then static, and show both times.
+    /// Run dynamic then static, 3 times each, alternated, and compare their medians.
     #[arg(long, conflicts_with = "distribution")]
     pub compare: bool,
 

@@ -14,10 +14,10 @@ use anyhow::bail;
 use nix::sys::signal::{Signal, kill};
 use proclab::inspect::running;
 use proclab::narrate::event;
-use proclab::queues::compared;
 use proclab::shm::load;
 use proclab::signals;
 
+use crate::compare;
 use crate::master::{Account, Master};
 use crate::worker::{STOP, send_id};
 
@@ -123,8 +123,8 @@ impl Master<'_> {
         let every_task_once = exactly_once && tally.received == self.args.tasks;
         let unfinished = self.args.tasks - self.completed - self.failed.len() as u64;
         let mut summary = event(match account {
-            Account::Run => "run",
-            Account::Summary | Account::Compared(_) => "summary",
+            Account::Run(_) => "run",
+            Account::Summary | Account::Compared(..) => "summary",
         })
         .field("tasks", self.args.tasks)
         .field("completed", self.completed)
@@ -146,8 +146,12 @@ impl Master<'_> {
         .field("every_task_once", every_task_once)
         .field("served", &self.served)
         .field("interrupted", signals::stop_requested().map(Signal::as_str));
-        let mut text = format!(
-            "summary: {} of {} tasks completed, every task exactly once: {every_task_once}; failed {}, \
+        let mut text = match account {
+            Account::Run(n) => format!("run {n} of {}: ", 2 * compare::RUNS),
+            Account::Summary | Account::Compared(..) => "summary: ".to_owned(),
+        };
+        text += &format!(
+            "{} of {} tasks completed, every task exactly once: {every_task_once}; failed {}, \
              unfinished {unfinished}, retried {}, duplicates discarded {}, respawns {}; \
              per worker {:?}; {seconds:.3}s ({})",
             self.completed,
@@ -173,14 +177,10 @@ impl Master<'_> {
                 bail!("map-reduce sum {reduced} differs from the sequential {sequential}");
             }
         }
-        if let Account::Compared(dynamic) = account {
-            summary = summary
-                .field("dynamic_seconds", dynamic)
-                .field("static_seconds", seconds);
-            text += &format!(
-                "; dynamic took {dynamic:.3}s, static {seconds:.3}s: {}",
-                compared("dynamic", 1.0 / dynamic, 1.0 / seconds) // a rate: runs per second
-            );
+        if let Account::Compared(dynamic, static_before) = account {
+            let (fields, words) = compare::medians(dynamic, static_before, seconds);
+            summary = summary.fields(fields);
+            text += &words;
         }
         summary.say(text);
         Ok(())
