@@ -2,12 +2,15 @@
 //! SIGKILL of the master and SIGKILL of one of its processes (the broker, the desk or a
 //! worker) at random moments of a default run, and then what is left. The engine is the
 //! root's; this package's test runs it because only this package builds the program.
+//!
+//! Book:    book/src/patterns/mqtt_workers.md
 
 #[path = "../../../../tests/faultgrid/mod.rs"]
 mod faultgrid;
 
 use std::path::Path;
 
+// ANCHOR: grid
 /// The default run: the broker, the desk, four workers, 66 jobs, about half a second.
 const PROGRAMS: &[faultgrid::Program] = &[("mqtt_workers", &[], 0.6)];
 
@@ -17,3 +20,4 @@ fn main() {
         .expect("the binaries' directory");
     faultgrid::run(PROGRAMS, bin_dir);
 }
+// ANCHOR_END: grid
