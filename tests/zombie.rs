@@ -28,6 +28,13 @@ fn zombies_are_visible_in_proc_until_reaped() {
             Some(demo.pid().to_string()),
             "{pid}'s parent is the demo"
         );
+        // Its memory and files are freed already: no command line (so `ps` shows the
+        // name in brackets), no resident memory line, no descriptor left.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(cmdline.is_empty(), "{pid}'s cmdline: {cmdline:?}");
+        assert_eq!(proc_status(pid, "VmRSS"), None, "{pid} has no memory");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count());
+        assert!(matches!(fds, Ok(0) | Err(_)), "{pid}'s descriptors: {fds:?}");
     }
     let (status, events) = demo.finish();
     assert!(status.success());
