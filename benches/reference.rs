@@ -38,8 +38,8 @@ use serde_json::{Value, json};
 /// How many times each pair (demo, reference) runs, alternating; medians are compared.
 /// On this VM one cross-CPU run differs from the next by about 10% (the sd of the log of
 /// the pair ratios, over six runs of the bench) and a same-CPU one by 5%: the median of
-/// 31 pairs is then known to about ±2%, of 7 to about ±2.5% on one CPU.
-const ALTERNATIONS: usize = 7;
+/// 31 pairs is then known to about ±2%, of 15 to about ±1.5% on one CPU.
+const ALTERNATIONS: usize = 15;
 const CROSS_CPU_ALTERNATIONS: usize = 31;
 /// How many single runs of pipe_bandwidth are each set between two runs of dd. A run
 /// across two CPUs differs from the next by about 19% on this VM (measured as above), so

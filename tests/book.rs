@@ -4,23 +4,14 @@
 //! line, that the chapter it names includes it, that every program is a `[[bin]]` run by
 //! its own test file, and that every listing stays short.
 
+mod util;
+
 use std::path::{Path, PathBuf};
+
+use util::markdown_files;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn markdown_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read book/src") {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            files.extend(markdown_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "md") {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// Every `{{#include path[:selector]}}` and `{{#rustdoc_include …}}` in `text` that is not

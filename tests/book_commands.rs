@@ -8,6 +8,8 @@
 //! and must end cleanly with nothing of it left. What each command shows is checked by
 //! the program's own tests, with shorter holds.
 
+#[allow(dead_code)] // only its list of transcript files
+mod shapes;
 mod util;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Scratch, eventually};
+use util::{Scratch, eventually, markdown_files};
 
 /// How long a command runs before it is interrupted, and how long it then has to end.
 const RUN: Duration = Duration::from_secs(1);
@@ -38,38 +40,19 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn markdown_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read book/src") {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            files.extend(markdown_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "md") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
-
 /// The first line of every transcript: commands tests/transcripts.rs reruns.
-fn transcript_commands(dir: &Path) -> Vec<String> {
-    let mut commands = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read book/src") {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            commands.extend(transcript_commands(&path));
-        } else if path.parent().is_some_and(|p| p.ends_with("transcripts")) {
-            let text = std::fs::read_to_string(&path).expect("a transcript");
-            commands.extend(
-                text.lines()
-                    .next()
-                    .and_then(|l| l.strip_prefix("$ "))
-                    .map(str::to_owned),
-            );
-        }
-    }
-    commands
+fn transcript_commands(src: &Path) -> Vec<String> {
+    let first_line = |path: &PathBuf| {
+        let text = std::fs::read_to_string(path).expect("a transcript");
+        text.lines()
+            .next()
+            .and_then(|l| l.strip_prefix("$ "))
+            .map(str::to_owned)
+    };
+    shapes::transcript_files(src)
+        .iter()
+        .filter_map(first_line)
+        .collect()
 }
 
 /// A book command: where it is, the program and its arguments.

@@ -284,16 +284,18 @@ impl Bar {
     }
 }
 
+/// The numbers of a JSON array (NaN for anything else).
+fn numbers(value: &Value) -> Vec<f64> {
+    let values = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    values
+        .iter()
+        .map(|n| n.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
 /// Draws the chapter's three figures from the results (`prefork.json`'s contents): after
 /// a run, or alone with `--redraw`.
 pub fn figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
-    let numbers = |value: &Value| -> Vec<f64> {
-        let values = value.as_array().map(Vec::as_slice).unwrap_or_default();
-        values
-            .iter()
-            .map(|n| n.as_f64().unwrap_or(f64::NAN))
-            .collect()
-    };
     for (name, meaning, _) in LOADS {
         let modes = results[name]["modes"].as_array().context("modes")?;
         let bars = |key: &str| -> Vec<Bar> {
@@ -338,13 +340,6 @@ pub fn figures(figures: &Path, results: &Value) -> anyhow::Result<()> {
 /// `prefork_table.md`, which the chapter includes: every number its prose discusses,
 /// from the results, never typed.
 fn summary_table(figures: &Path, results: &Value) -> anyhow::Result<()> {
-    let numbers = |value: &Value| -> Vec<f64> {
-        let values = value.as_array().map(Vec::as_slice).unwrap_or_default();
-        values
-            .iter()
-            .map(|n| n.as_f64().unwrap_or(f64::NAN))
-            .collect()
-    };
     let spread = |samples: &[f64], digits: usize| {
         let (low, high) = (
             measure::quantile(samples, 0.0),

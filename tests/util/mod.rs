@@ -459,3 +459,18 @@ pub fn run_on_a_terminal(path: &Path) -> Option<Vec<Value>> {
     let text = String::from_utf8_lossy(&output).replace('\r', ""); // the pty's CR LF
     Some(events(text.as_bytes()))
 }
+
+/// Every markdown file under `dir` (book/src), sorted.
+pub fn markdown_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read book/src") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(markdown_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "md") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
