@@ -43,11 +43,25 @@ pub fn usable_cpus() -> Vec<usize> {
 }
 
 /// The `len` bytes of `storage` (at least `len` + 4096 long) that start on a page
-/// boundary, as dd's buffers do: copying to or from a misaligned buffer costs the kernel
-/// more, a difference from dd that would have nothing to do with the pipe.
+/// boundary, as dd's buffers do: alignment, which can change the speed of the kernel's
+/// copy, is then no difference from dd.
 pub fn page_aligned(storage: &mut [u8], len: usize) -> &mut [u8] {
     let offset = storage.as_ptr().align_offset(4096);
     &mut storage[offset..offset + len]
+}
+
+/// Two figures whose ratio is in this band are "as fast": a difference of a few per cent
+/// is within what one run differs from the next on a shared machine.
+pub const AS_FAST: std::ops::RangeInclusive<f64> = 0.95..=1.05;
+
+/// Which of two rates was higher, and by how much, in words: `compared("the queue", 1.0,
+/// 4.0)` is "the queue was 4.0× slower"; within [`AS_FAST`] it is "as fast".
+pub fn compared(what: &str, rate: f64, other: f64) -> String {
+    match rate / other {
+        ratio if AS_FAST.contains(&ratio) => format!("{what} was as fast, within 5%"),
+        ratio if ratio < 1.0 => format!("{what} was {:.1}× slower", 1.0 / ratio),
+        ratio => format!("{what} was {ratio:.1}× faster"),
+    }
 }
 
 /// The `q`-quantile (0.0 to 1.0) of `samples`, by nearest rank; NaN if empty.
@@ -205,7 +219,7 @@ fn copy_vs_share_verdict(pipe: &[f64], shared: &[f64]) -> (&'static str, String)
     let range = |of: &[f64]| (quantile(of, 0.0), quantile(of, 1.0));
     let within = |value: f64, (fastest, slowest): (f64, f64)| (fastest..=slowest).contains(&value);
     let speedup = pipe_median / shared_median; // above 1: sharing was faster
-    if (0.95..=1.05).contains(&speedup) {
+    if AS_FAST.contains(&speedup) {
         return (
             "neither",
             "both ways were as fast (medians within 5%)".to_owned(),

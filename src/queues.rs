@@ -99,16 +99,6 @@ pub fn message_size(text: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-/// Which of two rates was higher, and by how much, in words: `compared("the queue", 1.0,
-/// 4.0)` is "the queue was 4.0× slower"; within 5% it is "as fast".
-pub fn compared(what: &str, rate: f64, other: f64) -> String {
-    match rate / other {
-        ratio if (0.95..=1.05).contains(&ratio) => format!("{what} was as fast, within 5%"),
-        ratio if ratio < 1.0 => format!("{what} was {:.1}× slower", 1.0 / ratio),
-        ratio => format!("{what} was {ratio:.1}× faster"),
-    }
-}
-
 /// Why a receiver should give up: a producer that has ended (no longer running) with fewer
 /// than its `messages` received (`got`, per producer, in the order of `producers`).
 ///
@@ -194,7 +184,7 @@ impl Rates {
             "summary: each round received {received} exactly once: {once}; left in queue: \
             {left}; medians of {rounds}: {rate:.0} messages/s through the queue, {pipe_rate:.0} through a \
             pipe: {}",
-            compared("the queue", rate, pipe_rate)
+            crate::measure::compared("the queue", rate, pipe_rate)
         );
         let rates = json!({"rounds": rounds, "messages_per_s": rate, "pipe_messages_per_s": pipe_rate,
             "queue_rates": self.queue, "pipe_rates": self.pipe, "queue_vs_pipe": rate / pipe_rate,

@@ -155,17 +155,7 @@ fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
 
 /// Every `.rs` file under `dir`, recursively.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read demos/") {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
+    util::files_ending(dir, "rs")
 }
 
 /// The value of a `//! Key: value` line of a demo's header.

@@ -128,24 +128,13 @@ fn book_commands() -> Vec<BookCommand> {
 /// The processes whose environment carries `marker` (this run's TMPDIR): the command's,
 /// wherever they moved (their own group or session).
 fn processes_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    let carries = |pid: &i32| {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if environ
+        environ
             .split(|b| *b == 0)
             .any(|var| var == marker.as_bytes())
-        {
-            found.push(pid);
-        }
-    }
-    found
+    };
+    util::pids().into_iter().filter(carries).collect()
 }
 
 /// kill(2), for a process (group) that may have ended meanwhile.

@@ -22,6 +22,7 @@
 //! long run; `PROCLAB_FAULT_PROGRAMS=fifo,mqueue` only those programs.
 
 mod faultgrid;
+mod util;
 
 use std::path::Path;
 

@@ -176,9 +176,8 @@ fn out_of_descriptors_the_error_names_rlimit_nofile_and_leaves_nothing() {
 
 /// Processes whose real uid is `uid`, from `/proc/<pid>/status`.
 fn processes_of(uid: u32) -> Vec<i32> {
-    let entries = std::fs::read_dir("/proc").expect("/proc");
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+    pids()
+        .into_iter()
         .filter(|&pid: &i32| {
             let uids = proc_status(pid, "Uid").unwrap_or_default();
             uids.split_whitespace().next() == Some(&uid.to_string())

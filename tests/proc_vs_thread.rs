@@ -187,9 +187,8 @@ fn ctrl_c_while_children_are_idle_leaves_no_child() {
 /// Processes whose command line is exactly `argv`: a forked child keeps its parent's.
 fn processes_running(argv: &[&str]) -> Vec<i32> {
     let wanted: String = argv.iter().map(|arg| format!("{arg}\0")).collect();
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+    pids()
+        .into_iter()
         .filter(|pid: &i32| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             cmdline.ends_with(wanted.as_bytes()) && running(*pid)

@@ -34,10 +34,7 @@ fn zombies_are_visible_in_proc_until_reaped() {
         assert!(cmdline.is_empty(), "{pid}'s cmdline: {cmdline:?}");
         assert_eq!(proc_status(pid, "VmRSS"), None, "{pid} has no memory");
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count());
-        assert!(
-            matches!(fds, Ok(0) | Err(_)),
-            "{pid}'s descriptors: {fds:?}"
-        );
+        assert!(matches!(fds, Ok(0)), "{pid}'s descriptors: {fds:?}");
     }
     let (status, events) = demo.finish();
     assert!(status.success());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use plotters::prelude::*;
-use proclab::measure;
+use proclab::{inspect, measure};
 use serde_json::{Value, json};
 
 /// Workloads for the self-test figures: (name, what it means, the self-test's load).
@@ -190,24 +190,11 @@ fn wrk_against(mut server: Child, port: u16, path: &str) -> anyhow::Result<(f64,
 fn server_cpu_seconds(pid: u32) -> f64 {
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let ticks = |pid: &str| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        // After the command: field 3 (state) first; utime and stime are fields 14 and 15.
-        [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum()
-    };
     let master = pid.to_string();
     let pids = std::iter::once(master.as_str()).chain(children.split_whitespace());
-    // SAFETY: sysconf reads a constant of the system.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    pids.map(ticks).sum::<u64>() as f64 / per_second
+    pids.filter_map(|pid| inspect::inspect(pid.parse().ok()?).ok())
+        .map(|view| view.cpu_seconds)
+        .sum()
 }
 
 /// nginx with a config of its own in a temp dir (removed when the guard drops).

@@ -342,14 +342,7 @@ fn members(group: i32, tmp: &Path) -> Vec<(i32, char)> {
             .is_ok_and(|environ| environ.windows(marker.len()).any(|part| part == marker))
     };
     let mut members = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::util::pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

@@ -460,17 +460,30 @@ pub fn run_on_a_terminal(path: &Path) -> Option<Vec<Value>> {
     Some(events(text.as_bytes()))
 }
 
-/// Every markdown file under `dir` (book/src), sorted.
-pub fn markdown_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir` whose name ends in `.<extension>`, sorted.
+pub fn files_ending(dir: &std::path::Path, extension: &str) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read book/src") {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
         let path = entry.expect("directory entry").path();
         if path.is_dir() {
-            files.extend(markdown_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "md") {
+            files.extend(files_ending(&path, extension));
+        } else if path.extension().is_some_and(|ext| ext == extension) {
             files.push(path);
         }
     }
     files.sort();
     files
+}
+
+/// Every markdown file under `dir` (book/src), sorted.
+pub fn markdown_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_ending(dir, "md")
+}
+
+/// Every process in `/proc` now.
+pub fn pids() -> Vec<i32> {
+    let entries = std::fs::read_dir("/proc").expect("/proc");
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }

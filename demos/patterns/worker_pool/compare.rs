@@ -9,8 +9,7 @@
 //! Observe: the last line: both medians, their ranges, which was faster and by how much.
 //! Book:    book/src/patterns/worker_pool.md
 
-use proclab::measure::{median, quantile};
-use proclab::queues::compared;
+use proclab::measure::{compared, median, quantile};
 use proclab::signals;
 use serde_json::{Value, json};
 

@@ -7,6 +7,8 @@
 
 #[path = "../../../../tests/faultgrid/mod.rs"]
 mod faultgrid;
+#[path = "../../../../tests/util/mod.rs"]
+mod util;
 
 use std::path::Path;
 
